@@ -1,0 +1,29 @@
+"""Human-readable rendering of search results for the terminal."""
+
+from __future__ import annotations
+
+import textwrap
+
+from cascade.pipeline import SearchResult
+
+
+def format_result(result: SearchResult) -> str:
+    lines = [f"query: {result.query}", format_rerank_status(result.rerank), ""]
+    for h in result.hits:
+        stages = []
+        for name, label in (("bm25", "bm25"), ("dense", "dense"), ("fusion", "fused"), ("rerank", "rerank")):
+            rank, score = h.stage_ranks[name], h.stage_scores[name]
+            stages.append(f"{label} #{rank} ({score:.3f})" if rank else f"{label} -")
+        title = f"  {h.title}" if h.title else ""
+        lines.append(f"{h.rank:>2}. [{h.id}]{title}")
+        lines.append(f"    {' · '.join(stages)}")
+        lines.append(textwrap.indent(textwrap.shorten(h.text, 220, placeholder=" …"), "    "))
+    lines.append("")
+    lines.append("timings (ms): " + " · ".join(f"{k} {v:.1f}" for k, v in result.timings_ms.items()))
+    return "\n".join(lines)
+
+
+def format_rerank_status(rerank: dict) -> str:
+    if rerank["status"] == "ok":
+        return f"rerank: {rerank['model']} (top {rerank['depth']})"
+    return f"rerank: {rerank['status']} ({rerank['reason']})"

@@ -1,0 +1,184 @@
+"""The cascade: BM25 + dense -> fusion -> cross-encoder rerank of the top few -> best hits.
+
+Each stage is timed; each hit carries the score and rank it got at every stage, so users can
+see what reranking changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Union
+
+import numpy as np
+
+from cascade.documents import Document
+from cascade.errors import CascadeError
+from cascade.index import MANIFEST, BuildStats, Index
+from cascade.models import DEFAULT_ENCODER
+from cascade.rerank import Reranker, RerankerChoice, load_reranker
+from cascade.retrieve import FUSIONS, Encoder, fuse
+
+log = logging.getLogger(__name__)
+
+STAGES = ("bm25", "dense", "fusion", "rerank")
+DocLike = Union[Document, dict, str]
+RerankerSpec = Union[str, Reranker, None]
+
+
+@dataclass
+class Hit:
+    id: str
+    doc_id: str
+    title: str
+    text: str
+    score: float
+    rank: int
+    stage_scores: dict[str, float | None]
+    stage_ranks: dict[str, int | None]
+
+
+@dataclass
+class SearchResult:
+    query: str
+    hits: list[Hit]
+    timings_ms: dict[str, float]
+    rerank: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def as_documents(docs: Iterable[DocLike]) -> list[Document]:
+    """Accept Documents, {"id"|"_id", "title"?, "text"} dicts, or plain strings (ids "0", "1", ...)."""
+    out = []
+    for n, d in enumerate(docs):
+        if isinstance(d, Document):
+            out.append(d)
+        elif isinstance(d, str):
+            out.append(Document(id=str(n), text=d))
+        elif isinstance(d, dict) and isinstance(d.get("text"), str) and (d.get("id", d.get("_id")) is not None):
+            out.append(Document(id=str(d.get("id", d.get("_id"))), text=d["text"], title=d.get("title") or ""))
+        else:
+            raise CascadeError(f"document {n} is not a Document, a string, or a dict with 'id' and 'text'")
+    if not out:
+        raise CascadeError("no documents to index")
+    if len({d.id for d in out}) != len(out):
+        raise CascadeError("document ids are not unique")
+    return out
+
+
+def check_query(query: object) -> None:
+    if not isinstance(query, str) or not query.strip():
+        raise CascadeError("query is empty")
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CascadeError("query is not valid UTF-8") from None
+
+
+def choose_reranker(spec: RerankerSpec | str, device: str | None) -> RerankerChoice:
+    if spec is None:
+        return RerankerChoice(None, "disabled")
+    if isinstance(spec, Reranker):
+        return RerankerChoice(spec)
+    return load_reranker(None if spec == "auto" else spec, device=device)
+
+
+class Cascade:
+    """An embedded two-stage search engine over one index. Build it, save it, load it, search it."""
+
+    def __init__(self, index: Index, encoder: Encoder, reranker: RerankerChoice):
+        if encoder.model_id != index.manifest["encoder"]["model"] or encoder.dim != index.dense.dim:
+            raise CascadeError(f"encoder {encoder.model_id} (dim {encoder.dim}) does not match the index, "
+                               f"built with {index.manifest['encoder']['model']} (dim {index.dense.dim})")
+        self.index = index
+        self.encoder = encoder
+        self.reranker = reranker.reranker
+        self.rerank_unavailable = reranker.reason
+        self.build_stats: BuildStats | None = None
+
+    @classmethod
+    def build(cls, docs: Iterable[DocLike], path: str | Path | None = None, *, encoder: str | Encoder | None = None,
+              reranker: RerankerSpec = "auto", passage_words: int | None = None, overlap: int | None = None,
+              device: str | None = None, source: str | None = None, progress: bool = False) -> "Cascade":
+        """Index `docs` (and save to `path` atomically, updating an existing index incrementally)."""
+        documents = as_documents(docs)
+        previous = None
+        if path is not None and (Path(path) / MANIFEST).exists():
+            try:
+                previous = Index.load(path)
+            except CascadeError as e:
+                log.warning("rebuilding from scratch: could not read the existing index (%s)", e)
+        if not isinstance(encoder, Encoder):
+            name = encoder or (previous.manifest["encoder"]["model"] if previous else DEFAULT_ENCODER)
+            encoder = Encoder(name, device=device)
+        index, stats = Index.build(documents, encoder, passage_words=passage_words, overlap=overlap,
+                                   previous=previous, source=source, progress=progress)
+        if path is not None:
+            index.save(path)
+        cascade = cls(index, encoder, choose_reranker(reranker, device))
+        cascade.build_stats = stats
+        return cascade
+
+    @classmethod
+    def load(cls, path: str | Path, *, reranker: RerankerSpec = "auto", device: str | None = None) -> "Cascade":
+        index = Index.load(path)
+        return cls(index, Encoder(index.manifest["encoder"]["model"], device=device), choose_reranker(reranker, device))
+
+    def search(self, query: str, retrieve: int = 150, rerank_depth: int = 30, top: int = 8,
+               fusion: str = "rrf", alpha: float = 0.5, batch_size: int = 32) -> SearchResult:
+        """Retrieve `retrieve` fused candidates, rerank the first `rerank_depth`, return the best `top`."""
+        check_query(query)
+        for name, value, least in (("retrieve", retrieve, 1), ("rerank_depth", rerank_depth, 0), ("top", top, 1)):
+            if not isinstance(value, (int, np.integer)) or value < least:
+                raise CascadeError(f"{name} must be an integer >= {least}, got {value!r}")
+        if retrieve < rerank_depth:
+            raise CascadeError(f"retrieve ({retrieve}) must be >= rerank_depth ({rerank_depth}): "
+                               "the reranker can only reorder candidates the first stage found")
+        if fusion not in FUSIONS:
+            raise CascadeError(f"unknown fusion {fusion!r} (choose from {', '.join(FUSIONS)})")
+        query = query.strip()
+        t = [time.perf_counter()]
+        bm25 = self.index.bm25.search(query, retrieve)
+        t.append(time.perf_counter())
+        dense = self.index.dense.search(self.encoder.encode([query])[0], retrieve)
+        t.append(time.perf_counter())
+        fused = fuse(fusion, bm25, dense, limit=retrieve, alpha=alpha)
+        t.append(time.perf_counter())
+        order, rerank_scores, status = self._rerank(query, fused[0], rerank_depth, batch_size)
+        t.append(time.perf_counter())
+
+        stage_lists = {"bm25": bm25, "dense": dense, "fusion": fused}
+        if rerank_scores is not None:
+            stage_lists["rerank"] = (order[: len(rerank_scores)], rerank_scores)
+        lookup = {name: {int(i): (float(s), r) for r, (i, s) in enumerate(zip(*lst), 1)}
+                  for name, lst in stage_lists.items()}
+        hits = []
+        for rank, i in enumerate(order[:top], 1):
+            seen = {name: lookup[name].get(int(i)) if name in lookup else None for name in STAGES}
+            last = "rerank" if seen["rerank"] else "fusion"
+            p = self.index.passages[int(i)]
+            hits.append(Hit(id=p.id, doc_id=p.doc_id, title=p.title, text=p.text, score=seen[last][0], rank=rank,
+                            stage_scores={k: v[0] if v else None for k, v in seen.items()},
+                            stage_ranks={k: v[1] if v else None for k, v in seen.items()}))
+        timings = {name: (b - a) * 1000 for name, a, b in zip(STAGES, t, t[1:])}
+        timings["total"] = (t[-1] - t[0]) * 1000
+        return SearchResult(query=query, hits=hits, timings_ms=timings, rerank=status)
+
+    def _rerank(self, query: str, candidates: np.ndarray, depth: int,
+                batch_size: int) -> tuple[np.ndarray, np.ndarray | None, dict]:
+        """Reorder the first `depth` candidates by cross-encoder score; the rest keep fused order."""
+        if self.reranker is None or depth == 0:
+            reason = self.rerank_unavailable if self.reranker is None else "rerank_depth is 0"
+            return candidates, None, {"status": "unavailable" if self.reranker is None else "skipped",
+                                      "reason": reason, "model": None, "depth": 0}
+        head = candidates[:depth]
+        scores = self.reranker.predict([(query, self.index.passages[int(i)].content) for i in head],
+                                       batch_size=batch_size)
+        best = np.argsort(-scores, kind="stable")
+        order = np.concatenate([head[best], candidates[depth:]])
+        return order, scores[best], {"status": "ok", "reason": "", "model": self.reranker.model_id,
+                                     "depth": len(head)}

@@ -1,0 +1,43 @@
+"""Second stage: rerankers behind one protocol, and the rule for which one runs by default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cascade.errors import CascadeError
+from cascade.models import BUNDLED_RERANKER_DIR, DEFAULT_RERANKER, cached_path
+from cascade.rerank.base import Reranker
+from cascade.rerank.cross_encoder import CrossEncoder
+
+__all__ = ["CrossEncoder", "Reranker", "RerankerChoice", "load_reranker"]
+
+
+@dataclass
+class RerankerChoice:
+    """The reranker to use, or None with the reason reranking is unavailable."""
+
+    reranker: Reranker | None
+    reason: str = ""
+
+
+def load_reranker(name: str | None = None, device: str | None = None, precision: str = "auto") -> RerankerChoice:
+    """Resolve the reranker: explicit name -> bundled model -> default id if cached -> unavailable.
+
+    An explicit name that fails to load is an error; the implicit default never downloads and,
+    when nothing is available, the search still runs on first-stage order.
+    """
+    if name:
+        return RerankerChoice(CrossEncoder(name, device=device, precision=precision))
+    if (BUNDLED_RERANKER_DIR / "config.json").is_file():
+        return RerankerChoice(CrossEncoder(str(BUNDLED_RERANKER_DIR), device=device, precision=precision))
+    cached = cached_path(DEFAULT_RERANKER)
+    if cached:
+        try:
+            return RerankerChoice(CrossEncoder(DEFAULT_RERANKER, device=device, precision=precision))
+        except CascadeError as e:
+            return RerankerChoice(None, f"cached {DEFAULT_RERANKER} failed to load: {e}")
+    return RerankerChoice(
+        None,
+        f"no bundled reranker and {DEFAULT_RERANKER} is not in the local Hugging Face cache; "
+        "pass --reranker with a local cross-encoder directory (or that hub id, when online)",
+    )
