@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -46,10 +47,11 @@ class Passage:
 
 
 def chunk(doc: Document, words: int = 200, overlap: int = 40) -> list[Passage]:
-    """Split a document into windows of `words` words overlapping by `overlap`.
+    """Split a document into windows of `words` words overlapping by at least `overlap`.
 
     `words=0` keeps documents whole. A document that fits in one window keeps its text and
-    its id; otherwise passages are `<doc_id>#<k>` and the last window ends at the last word.
+    its id; otherwise passages are `<doc_id>#<k>`: the fewest full-size windows that respect the
+    overlap, spaced evenly from the first word to the last (no near-duplicate tail window).
     """
     if words < 0 or overlap < 0 or (words and overlap >= words):
         raise CascadeError(
@@ -59,8 +61,9 @@ def chunk(doc: Document, words: int = 200, overlap: int = 40) -> list[Passage]:
     tokens = doc.text.split()
     if words == 0 or len(tokens) <= words:
         return [Passage(id=doc.id, doc_id=doc.id, text=doc.text.strip(), title=doc.title)]
-    stride = words - overlap
-    starts = list(range(0, len(tokens) - words, stride)) + [len(tokens) - words]
+    span = len(tokens) - words
+    count = math.ceil(span / (words - overlap)) + 1
+    starts = [round(k * span / (count - 1)) for k in range(count)]
     return [
         Passage(id=f"{doc.id}#{k}", doc_id=doc.id, text=" ".join(tokens[s : s + words]), title=doc.title)
         for k, s in enumerate(starts)

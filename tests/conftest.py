@@ -1,0 +1,70 @@
+"""Shared fixtures: real models (a tiny random cross-encoder, the bundled MiniLM), real data paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BEIR = ROOT.parent / "shared" / "data" / "beir"
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def make_cross_encoder(out: Path, num_labels: int = 1, seed: int = 0) -> Path:
+    """A randomly initialised 2-layer BERT sequence classifier with MiniLM's real tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from cascade.models import DEFAULT_ENCODER, bundled_path
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, num_labels=num_labels)
+    BertForSequenceClassification(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(bundled_path(DEFAULT_ENCODER))).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_ce(tmp_path_factory) -> Path:
+    return make_cross_encoder(tmp_path_factory.mktemp("tiny-ce"))
+
+
+@pytest.fixture(scope="session")
+def scifact() -> Path:
+    path = BEIR / "scifact"
+    if not (path / "corpus.jsonl.gz").is_file():
+        pytest.fail(f"SciFact not found at {path}: the tests need ../shared/data/beir beside the repo")
+    return path
+
+
+DOCS = [
+    {"id": "rl-1", "title": "Rate limiting", "text": "Rate limiting reduces tail latency by shedding excess requests."},
+    {"id": "rl-2", "title": "Retries", "text": "Rate limiting increases latency under load when clients retry fast."},
+    {"id": "c-1", "title": "Cache hit", "text": "A cache hit avoids the database round trip entirely."},
+    {"id": "c-2", "title": "Cache miss", "text": "A cache miss adds a database round trip plus the cache lookup."},
+    {"id": "n-1", "title": "Vitamin D", "text": "Sunlight lets the skin make vitamin D, which helps bones absorb calcium."},
+    {"id": "s-1", "title": "Tides", "text": "The Moon's gravity raises tides in the oceans twice a day."},
+]
+
+
+@pytest.fixture
+def docs_jsonl(tmp_path) -> Path:
+    return write_jsonl(tmp_path / "docs.jsonl", DOCS)
+
+
+@pytest.fixture(scope="session")
+def small_index(tmp_path_factory) -> Path:
+    """An index of DOCS built once through the CLI, shared read-only by search tests."""
+    from cascade.cli import main
+
+    tmp = tmp_path_factory.mktemp("small")
+    src = write_jsonl(tmp / "docs.jsonl", DOCS)
+    assert main(["index", str(src), "--out", str(tmp / "idx"), "--quiet"]) == 0
+    return tmp / "idx"

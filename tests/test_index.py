@@ -1,0 +1,161 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cascade import Cascade, CascadeError, load_documents
+from cascade.cli import main
+from cascade.index import FORMAT_VERSION, Index
+from tests.conftest import DOCS, write_jsonl
+
+
+def build(src, out, *extra):
+    assert main(["index", str(src), "--out", str(out), "--quiet", *extra]) == 0
+    return Index.load(out)
+
+
+def test_index_from_folder_jsonl_and_beir(tmp_path, scifact):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for d in DOCS:
+        (folder / f"{d['id']}.md").write_text(d["text"], encoding="utf-8")
+    for src in (folder, write_jsonl(tmp_path / "docs.jsonl", DOCS)):
+        index = build(src, tmp_path / f"idx-{src.name}")
+        assert index.manifest["counts"] == {"documents": len(DOCS), "passages": len(DOCS)}
+    # a BEIR folder: a 300-document slice of real SciFact, written in BEIR layout
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    docs = load_documents(scifact)[:300]
+    write_jsonl(beir / "corpus.jsonl", [{"_id": d.id, "title": d.title, "text": d.text} for d in docs])
+    index = build(beir, tmp_path / "idx-beir", "--passage-words", "120", "--overlap", "20")
+    assert index.manifest["counts"]["documents"] == 300
+    assert index.manifest["counts"]["passages"] > 300  # long abstracts were split
+    assert {p.doc_id for p in index.passages} == {d.id for d in docs}
+    assert index.dense.size == index.bm25.size == len(index.passages)
+
+
+def test_manifest_records_format_models_counts_settings(small_index):
+    m = json.loads((small_index / "manifest.json").read_text())
+    assert m["format_version"] == FORMAT_VERSION
+    assert m["encoder"] == {"model": "sentence-transformers/all-MiniLM-L6-v2", "dim": 384, "max_length": 256,
+                            "pooling": "mean"}
+    assert m["settings"] == {"passage_words": 200, "overlap": 40, "k1": 1.2, "b": 0.75}
+    assert m["bm25"]["stemmer"] == "english" and m["bm25"]["stopwords"] == "en"
+    assert m["counts"] == {"documents": len(DOCS), "passages": len(DOCS)}
+    data = small_index / m["data"]
+    assert all((data / name).stat().st_size == size for name, size in m["files"].items())
+
+
+def test_dense_vectors_are_normalised_and_match_a_fresh_encoding(small_index):
+    import numpy as np
+
+    cascade = Cascade.load(small_index, reranker=None)
+    vectors = cascade.index.dense.vectors()
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
+    fresh = cascade.encoder.encode([p.content for p in cascade.index.passages])
+    np.testing.assert_allclose((vectors * fresh).sum(1), 1.0, atol=1e-3)
+
+
+def test_incremental_update_reencodes_only_changed_documents(tmp_path, capsys):
+    src = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    build(src, tmp_path / "idx")
+    first_data = json.loads((tmp_path / "idx" / "manifest.json").read_text())["data"]
+    capsys.readouterr()
+
+    changed = [d for d in DOCS if d["id"] != "s-1"]  # remove one
+    changed[0] = {**changed[0], "text": "Token buckets let short bursts through while capping the average rate."}
+    changed.append({"id": "new-1", "title": "Bloom filters", "text": "A Bloom filter answers maybe or definitely not."})
+    write_jsonl(src, changed)
+    index = build(src, tmp_path / "idx")
+    out = capsys.readouterr().out
+    assert "encoded 2, reused 4, removed 2" in out  # one edited + one added; one deleted + the edit's old text
+    ids = {p.id for p in index.passages}
+    assert "new-1" in ids and "s-1" not in ids
+    # old data folder cleaned up; exactly one live data folder
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir() if p.name.startswith("data-")) == [index.manifest["data"]]
+    assert index.manifest["data"] != first_data
+    hit = Cascade.load(tmp_path / "idx", reranker=None).search("Bloom filter maybe", top=1).hits[0]
+    assert hit.id == "new-1"
+
+
+def test_unchanged_rerun_encodes_nothing(tmp_path, capsys):
+    src = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    build(src, tmp_path / "idx")
+    build(src, tmp_path / "idx")
+    assert f"encoded 0, reused {len(DOCS)}, removed 0" in capsys.readouterr().out
+
+
+def test_refuses_to_write_into_a_non_index_folder(tmp_path, docs_jsonl, capsys):
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "thesis.tex").write_text("do not touch")
+    assert main(["index", str(docs_jsonl), "--out", str(tmp_path / "precious"), "--quiet"]) == 2
+    assert "not empty and not a Cascade index" in capsys.readouterr().err
+    assert os.listdir(tmp_path / "precious") == ["thesis.tex"]
+
+
+@pytest.fixture
+def copy_of_index(small_index, tmp_path):
+    import shutil
+
+    return shutil.copytree(small_index, tmp_path / "copy")
+
+
+def _manifest(path):
+    return json.loads((path / "manifest.json").read_text())
+
+
+def _write_manifest(path, m):
+    (path / "manifest.json").write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: (p / "manifest.json").write_text("{not json"), "manifest.json is corrupted"),
+    (lambda p: _write_manifest(p, {**_manifest(p), "format_version": 99}), "format version 99 is not supported"),
+    (lambda p: _write_manifest(p, {k: v for k, v in _manifest(p).items() if k != "counts"}), "'counts' is missing"),
+    (lambda p: _write_manifest(p, {**_manifest(p), "counts": {"documents": 6, "passages": 7}}),
+     "manifest says 7 passages"),
+    (lambda p: (p / _manifest(p)["data"] / "dense.faiss").unlink(), "missing .*dense.faiss"),
+    (lambda p: (p / _manifest(p)["data"] / "dense.faiss").write_bytes(b"garbage"), "dense.faiss has 7 bytes"),
+    (lambda p: (p / "manifest.json").unlink(), "is not a Cascade index"),
+])
+def test_damaged_index_gives_one_clear_error(copy_of_index, damage, message, capsys):
+    damage(copy_of_index)
+    with pytest.raises(CascadeError, match=message):
+        Index.load(copy_of_index)
+    assert main(["search", str(copy_of_index), "rate limiting"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cascade: error:") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_unknown_index_dir(tmp_path, capsys):
+    assert main(["search", str(tmp_path / "nowhere"), "q"]) == 2
+    assert "index not found" in capsys.readouterr().err
+
+
+def test_killed_indexing_leaves_the_previous_index_intact(tmp_path, scifact):
+    """SIGKILL a real `cascade index` run at the moment it starts writing; the index must stay loadable."""
+    docs = load_documents(scifact)
+    old = write_jsonl(tmp_path / "old.jsonl", [{"_id": d.id, "text": d.text} for d in docs[:40]])
+    new = write_jsonl(tmp_path / "new.jsonl", [{"_id": d.id, "text": d.text} for d in docs[40:640]])
+    out = tmp_path / "idx"
+    build(old, out)
+    old_manifest = (out / "manifest.json").read_text()
+    proc = subprocess.Popen([sys.executable, "-m", "cascade.cli", "index", str(new), "--out", str(out), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if sum(1 for p in out.iterdir() if p.name.startswith("data-")) > 1:  # a new data folder is being written
+            break
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    index = Index.load(out)  # whatever moment we hit, the manifest points at complete data
+    documents = len({p.doc_id for p in index.passages})
+    assert documents == (40 if (out / "manifest.json").read_text() == old_manifest else 600)
+    assert Cascade.load(out, reranker=None).search("cells", top=3).hits
+    build(new, out)  # the next run succeeds and clears the orphan
+    assert sum(1 for p in out.iterdir() if p.name.startswith("data-")) == 1

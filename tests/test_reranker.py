@@ -1,0 +1,104 @@
+import shutil
+
+import numpy as np
+import pytest
+
+import cascade.rerank as rerank_module
+from cascade import CascadeError, CrossEncoder
+from cascade.inference import length_sorted_batches
+from cascade.models import DEFAULT_ENCODER, DEFAULT_RERANKER, bundled_path
+from cascade.rerank import load_reranker
+from tests.conftest import make_cross_encoder
+
+PAIRS = [
+    ("rate limiting latency", "Rate limiting increases latency under load when clients retry."),
+    ("rate limiting latency", "short"),
+    ("vitamin d", "Sunlight lets the skin make vitamin D, which helps bones absorb calcium " * 5),
+    ("tides", "The Moon's gravity raises tides."),
+    ("a much longer query about databases and indexes and their costs", "B-tree indexes slow writes."),
+]
+
+
+def test_predict_is_batch_invariant_and_in_input_order(tiny_ce):
+    """Length-sorted, per-batch padded batching must not change any pair's score or its position."""
+    ce = CrossEncoder(str(tiny_ce), precision="fp32")
+    one_by_one = np.array([ce.predict([p])[0] for p in PAIRS])
+    for batch_size in (1, 2, 32):
+        np.testing.assert_allclose(ce.predict(PAIRS, batch_size=batch_size), one_by_one, rtol=1e-4, atol=1e-5)
+    assert len(set(np.round(one_by_one, 5))) == len(PAIRS)  # a real model gives distinct scores
+
+
+def test_bf16_scores_track_fp32(tiny_ce):
+    fp32 = CrossEncoder(str(tiny_ce), precision="fp32").predict(PAIRS)
+    bf16 = CrossEncoder(str(tiny_ce), precision="bf16").predict(PAIRS)
+    np.testing.assert_allclose(bf16, fp32, atol=0.05)
+
+
+def test_length_sorted_batches_group_similar_lengths():
+    batches = [b.tolist() for b in length_sorted_batches([3, 9, 1, 7, 5], batch_size=2)]
+    assert batches == [[1, 3], [4, 0], [2]]
+    with pytest.raises(CascadeError):
+        list(length_sorted_batches([1], 0))
+
+
+def test_rank_matches_sentence_transformers_shape(tiny_ce):
+    ce = CrossEncoder(str(tiny_ce))
+    docs = [d for _, d in PAIRS]
+    ranked = ce.rank("rate limiting latency", docs, top_k=3, return_documents=True)
+    assert len(ranked) == 3
+    assert [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
+    assert all(docs[r["corpus_id"]] == r["text"] for r in ranked)
+    scores = ce.predict([("rate limiting latency", d) for d in docs])
+    assert ranked[0]["corpus_id"] == int(np.argmax(scores))
+    assert "text" not in ce.rank("q", docs)[0]
+    with pytest.raises(CascadeError, match="query is empty"):
+        ce.rank("  ", docs)
+    with pytest.raises(CascadeError, match="not one string"):
+        ce.rank("q", "a single string")
+
+
+def test_bi_encoder_is_refused_as_reranker():
+    with pytest.raises(CascadeError, match="not a cross-encoder: its architecture is BertModel"):
+        CrossEncoder(str(bundled_path(DEFAULT_ENCODER)))
+
+
+def test_multi_label_classifier_is_refused(tmp_path):
+    path = make_cross_encoder(tmp_path / "two", num_labels=2)
+    with pytest.raises(CascadeError, match="2 output labels"):
+        CrossEncoder(str(path))
+
+
+def test_missing_or_bad_model_dirs(tmp_path):
+    with pytest.raises(CascadeError, match="model directory not found"):
+        CrossEncoder(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CascadeError, match="no config.json"):
+        CrossEncoder(str(tmp_path / "empty"))
+
+
+def test_unknown_hub_id_offline_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(CascadeError, match="could not load reranker 'nobody/no-such-model'"):
+        CrossEncoder("nobody/no-such-model")
+
+
+def test_resolution_explicit_bundled_cached_unavailable(tiny_ce, tmp_path, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(rerank_module, "BUNDLED_RERANKER_DIR", tmp_path / "no-bundle")
+    choice = load_reranker()
+    assert choice.reranker is None and DEFAULT_RERANKER in choice.reason and "--reranker" in choice.reason
+
+    # the default id, present in the local Hugging Face cache (the layout huggingface_hub writes)
+    repo = tmp_path / "hub" / ("models--" + DEFAULT_RERANKER.replace("/", "--"))
+    shutil.copytree(tiny_ce, repo / "snapshots" / ("a" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    choice = load_reranker()
+    assert choice.reranker is not None and choice.reranker.model_id == DEFAULT_RERANKER
+
+    bundled = make_cross_encoder(tmp_path / "bundle", seed=1)
+    monkeypatch.setattr(rerank_module, "BUNDLED_RERANKER_DIR", bundled)
+    assert load_reranker().reranker.path == str(bundled)
+    assert load_reranker(str(tiny_ce)).reranker.path == str(tiny_ce)
