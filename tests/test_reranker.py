@@ -31,6 +31,7 @@ def test_predict_is_batch_invariant_and_in_input_order(tiny_ce):
 def test_bf16_scores_track_fp32(tiny_ce):
     fp32 = CrossEncoder(str(tiny_ce), precision="fp32").predict(PAIRS)
     bf16 = CrossEncoder(str(tiny_ce), precision="bf16").predict(PAIRS)
+    assert not np.array_equal(bf16, fp32)  # bf16 really ran
     np.testing.assert_allclose(bf16, fp32, atol=0.05)
 
 

@@ -67,7 +67,7 @@ class CrossEncoder(Reranker):
         for batch in length_sorted_batches(lengths, batch_size):
             features = self.tokenizer.pad({k: [enc[k][i] for i in batch] for k in enc.keys()},
                                           return_tensors="pt").to(self.device)
-            with autocast(self.device, self.dtype):
+            with autocast(self.device, self.dtype, features["input_ids"].numel()):
                 logits = self.model(**features).logits
             scores[batch] = logits.float().reshape(-1).cpu().numpy()
             bar.update(len(batch))

@@ -59,7 +59,7 @@ class Encoder:
         for batch in length_sorted_batches([len(i) for i in ids], batch_size):
             features = self.tokenizer.pad({k: [enc[k][i] for i in batch] for k in enc.keys()},
                                           return_tensors="pt").to(self.device)
-            with autocast(self.device, self.dtype):
+            with autocast(self.device, self.dtype, features["input_ids"].numel()):
                 hidden = self.model(**features).last_hidden_state
             hidden = hidden.float()
             if self.pooling == "cls":
