@@ -31,11 +31,12 @@ def run_demo(reranker: str | None = "auto", out: str | None = None, device: str 
     print("Each query lists the final top hits; 'first stage' is the rank hybrid BM25+dense retrieval gave it,")
     print("and * marks the passage that actually answers the query.\n")
     top1 = {"first_stage": 0, "final": 0}
-    for q in queries:
+    for n, q in enumerate(queries):
         result = cascade.search(q["query"], retrieve=50, rerank_depth=20, top=SHOWN)
         relevant = set(q["relevant"])
+        if n == 0:
+            print(format_rerank_status(result.rerank) + "\n")
         print(f"Q: {q['query']}")
-        print(f"   {format_rerank_status(result.rerank)}")
         print("   final  first stage")
         for h in result.hits:
             mark = "*" if h.doc_id in relevant else " "
