@@ -10,6 +10,7 @@ import sys
 from typing import Sequence
 
 from cascade.errors import CascadeError
+from cascade.evaluate.runner import STAGES as EVAL_STAGES
 
 EXAMPLES = """\
 examples:
@@ -17,6 +18,8 @@ examples:
   cascade index ./notes --out ./idx              # .txt/.md folder, .jsonl file, or BEIR folder
   cascade search ./idx "why is p99 latency high under load?"
   cascade search ./idx "..." --reranker ./my-cross-encoder --rerank-depth 50 --json
+  cascade eval ../shared/data/beir/scifact --split test --report scifact.md
+  cascade sweep ../shared/data/beir/nfcorpus --split dev --reranker ./my-cross-encoder
 """
 
 
@@ -78,7 +81,47 @@ def build_parser() -> argparse.ArgumentParser:
                                    "queries, showing first-stage ranks next to reranked ranks.")
     add_search_options(d)
     d.add_argument("--out", default=None, help="keep the demo index here (default: a temporary directory)")
+
+    e = sub.add_parser("eval", help="score every stage on a labelled BEIR split",
+                       description="Run the cascade over a BEIR split and report, per stage, nDCG@10, MRR@10, "
+                                   "Recall@100, Recall@D, P@5 and per-query latency, each stage's change over the "
+                                   "one before, and diagnostics in words. Documents score the max over their "
+                                   "passages.", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  cascade eval ../shared/data/beir/scifact --split test --json scifact.json "
+                              "--report scifact.md --run-dir runs/")
+    add_dataset_options(e, default_split="test")
+    e.add_argument("--stages", default=",".join(EVAL_STAGES),
+                   help=f"comma-separated subset of {','.join(EVAL_STAGES)} (default: all; hybrid+rerank is "
+                        "skipped with a note when no reranker is available)")
+    e.add_argument("--rerank-depth", type=non_negative, default=30, metavar="D", help="reranked candidates (30)")
+    e.add_argument("--json", dest="json_out", default=None, metavar="FILE", help="write the numbers as JSON")
+    e.add_argument("--run-dir", default=None, metavar="DIR", help="write one TREC run file per stage")
+    e.add_argument("--report", default=None, metavar="FILE", help="write a .md or .html report with a plot")
+
+    w = sub.add_parser("sweep", help="quality and latency against rerank depth; suggests the depth to use",
+                       description="Rerank the hybrid candidates to each depth, measure nDCG@10 and rerank "
+                                   "latency, and suggest the smallest depth within 0.005 nDCG@10 of the best. "
+                                   "Tune on a train/dev split, not test.")
+    add_dataset_options(w, default_split="dev")
+    w.add_argument("--depths", default="10,20,30,50,100,150", help="comma-separated depths (default 10,...,150)")
+    w.add_argument("--latency-queries", type=positive, default=20, help="queries timed at every depth (20)")
+    w.add_argument("--out", default=None, metavar="DIR",
+                   help="where sweep.md, sweep.json and sweep.png go (default: ./sweep-DATASET-SPLIT)")
     return parser
+
+
+def add_dataset_options(p: argparse.ArgumentParser, default_split: str) -> None:
+    p.add_argument("data", help="BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/SPLIT.tsv")
+    p.add_argument("--split", default=default_split, help=f"qrels split to use (default {default_split})")
+    p.add_argument("--retrieve", type=positive, default=150, metavar="K", help="first-stage candidates (150)")
+    p.add_argument("--fusion", choices=("rrf", "weighted"), default="rrf", help="first-stage fusion (rrf)")
+    p.add_argument("--queries", type=positive, default=None, metavar="N", help="only the first N judged queries")
+    p.add_argument("--index", default=None, metavar="DIR",
+                   help="index to build or refresh for the corpus (default: a cache folder per dataset)")
+    p.add_argument("--passage-words", type=non_negative, default=None, help="passage length in words (200)")
+    p.add_argument("--overlap", type=non_negative, default=None, help="passage overlap in words (40)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_search_options(p)
 
 
 def add_search_options(p: argparse.ArgumentParser) -> None:
@@ -142,7 +185,85 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(reranker=reranker_spec(args), out=args.out, device=args.device)
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "demo": cmd_demo}
+def open_dataset(args: argparse.Namespace, reranker: str | None):
+    from pathlib import Path
+
+    from cascade.evaluate.beir import load_split
+    from cascade.evaluate.runner import open_cascade
+
+    split = load_split(args.data, args.split)  # fail on a bad split before indexing anything
+    cascade = open_cascade(Path(args.data), Path(args.index) if args.index else None, reranker,
+                           device=args.device, passage_words=args.passage_words, overlap=args.overlap,
+                           progress=not args.quiet)
+    return split, cascade
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from cascade.evaluate.diagnostics import diagnose
+    from cascade.evaluate.report import eval_json, plot_stages, stage_table, write_json, write_report, write_runs
+    from cascade.evaluate.runner import evaluate, parse_stages
+
+    stages = parse_stages(args.stages)
+    explicit = args.stages != ",".join(EVAL_STAGES)
+    wants_rerank = "hybrid+rerank" in stages
+    if wants_rerank and args.no_rerank:
+        if explicit:
+            raise CascadeError("--no-rerank contradicts --stages hybrid+rerank")
+        stages.remove("hybrid+rerank")
+    split, cascade = open_dataset(args, reranker_spec(args) if "hybrid+rerank" in stages else None)
+    if "hybrid+rerank" in stages and cascade.reranker is None and not explicit:
+        print(f"note: skipping hybrid+rerank: rerank unavailable ({cascade.rerank_unavailable})")
+        stages.remove("hybrid+rerank")
+    if args.retrieve < args.rerank_depth:
+        raise CascadeError(f"--retrieve ({args.retrieve}) must be >= --rerank-depth ({args.rerank_depth})")
+    result = evaluate(cascade, split, stages, retrieve=args.retrieve, rerank_depth=args.rerank_depth,
+                      fusion=args.fusion, limit=args.queries, progress=not args.quiet)
+    notes = diagnose(result, {q: split.qrels[q] for q in list(split.queries)[: result.queries]})
+    table = stage_table(result)
+    title = f"{result.dataset} / {result.split}: {result.queries} queries"
+    print(f"{title} (retrieve {args.retrieve}, rerank depth {args.rerank_depth}, reranker "
+          f"{result.settings['reranker'] or 'none'})\n")
+    print(table)
+    print("\n".join(f"- {n}" for n in notes))
+    if args.json_out:
+        write_json(args.json_out, eval_json(result, notes))
+    if args.run_dir:
+        write_runs(result, args.run_dir)
+    if args.report:
+        from pathlib import Path
+
+        plot = plot_stages(result, Path(args.report).with_suffix(".png"))
+        write_report(args.report, title, [("Results by stage", table),
+                                          ("Diagnostics", "\n".join(f"- {n}" for n in notes))], plot)
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from cascade.evaluate.report import plot_sweep, sweep_table, write_json, write_report
+    from cascade.evaluate.sweep import parse_depths, sweep
+
+    depths = parse_depths(args.depths)
+    if depths[-1] > args.retrieve:
+        raise CascadeError(f"depth {depths[-1]} exceeds --retrieve {args.retrieve}")
+    if args.no_rerank:
+        raise CascadeError("a rerank depth sweep needs a reranker; drop --no-rerank")
+    split, cascade = open_dataset(args, reranker_spec(args))
+    result = sweep(cascade, split, depths, retrieve=args.retrieve, fusion=args.fusion, limit=args.queries,
+                   latency_queries=args.latency_queries, progress=not args.quiet)
+    out = Path(args.out or f"sweep-{result.dataset}-{result.split}")
+    table = sweep_table(result)
+    advice = (f"Suggested rerank depth: {result.suggested} (smallest within {result.settings['tolerance']} nDCG@10 "
+              f"of the best, {result.best}).")
+    print(table + "\n" + advice)
+    write_json(out / "sweep.json", result.to_dict())
+    plot = plot_sweep(result, out / "sweep.png")
+    write_report(out / "sweep.md", f"{result.dataset} / {result.split}: rerank depth sweep",
+                 [("Quality and latency by depth", table), ("Suggestion", f"- {advice}")], plot)
+    print(f"wrote {out}/sweep.md, sweep.json, sweep.png")
+
+
+COMMANDS = {"index": cmd_index, "search": cmd_search, "demo": cmd_demo, "eval": cmd_eval, "sweep": cmd_sweep}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,7 @@ import numpy as np
 from cascade import __version__
 from cascade.documents import Document, Passage, chunk_all
 from cascade.errors import CascadeError
+from cascade.fileio import atomic_write
 from cascade.retrieve import BM25, DenseIndex, Encoder
 
 log = logging.getLogger(__name__)
@@ -118,12 +119,7 @@ class Index:
         files = {f.relative_to(data).as_posix(): f.stat().st_size for f in sorted(data.rglob("*")) if f.is_file()}
         _fsync_tree(data)
         manifest = {**self.manifest, "data": data_name, "files": files}
-        tmp = root / f".{MANIFEST}.{uuid.uuid4().hex[:8]}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, root / MANIFEST)
+        atomic_write(root / MANIFEST, json.dumps(manifest, indent=2))
         _fsync_dir(root)
         self.manifest = manifest
         for stale in root.iterdir():

@@ -51,6 +51,19 @@ class SearchResult:
         return asdict(self)
 
 
+@dataclass
+class StageRuns:
+    """One query's ranking at every stage, as (passage indices best first, scores)."""
+
+    bm25: tuple[np.ndarray, np.ndarray]
+    dense: tuple[np.ndarray, np.ndarray]
+    fusion: tuple[np.ndarray, np.ndarray]
+    rerank: tuple[np.ndarray, np.ndarray] | None  # the reranked head only
+    order: np.ndarray  # final order: reranked head, then the rest of the fused list
+    timings_ms: dict[str, float]
+    rerank_status: dict
+
+
 def as_documents(docs: Iterable[DocLike]) -> list[Document]:
     """Accept Documents, {"id"|"_id", "title"?, "text"} dicts, or plain strings (ids "0", "1", ...)."""
     out = []
@@ -135,8 +148,34 @@ class Cascade:
         Reranking batches of 8 length-sorted pairs beat 32 by ~1.4x on a 2-core CPU (less padding,
         attention matrices that stay in cache): see benchmarks/embedded.py.
         """
+        if not isinstance(top, (int, np.integer)) or top < 1:
+            raise CascadeError(f"top must be an integer >= 1, got {top!r}")
+        run = self.run_stages(query, retrieve=retrieve, rerank_depth=rerank_depth, fusion=fusion, alpha=alpha,
+                              batch_size=batch_size)
+        stage_lists = {"bm25": run.bm25, "dense": run.dense, "fusion": run.fusion}
+        if run.rerank is not None:
+            stage_lists["rerank"] = run.rerank
+        lookup = {name: {int(i): (float(s), r) for r, (i, s) in enumerate(zip(*lst), 1)}
+                  for name, lst in stage_lists.items()}
+        hits = []
+        for rank, i in enumerate(run.order[:top], 1):
+            seen = {name: lookup[name].get(int(i)) if name in lookup else None for name in STAGES}
+            last = "rerank" if seen["rerank"] else "fusion"
+            p = self.index.passages[int(i)]
+            hits.append(Hit(id=p.id, doc_id=p.doc_id, title=p.title, text=p.text, score=seen[last][0], rank=rank,
+                            stage_scores={k: v[0] if v else None for k, v in seen.items()},
+                            stage_ranks={k: v[1] if v else None for k, v in seen.items()}))
+        return SearchResult(query=query.strip(), hits=hits, timings_ms=run.timings_ms, rerank=run.rerank_status)
+
+    def run_stages(self, query: str, retrieve: int = 150, rerank_depth: int = 30, fusion: str = "rrf",
+                   alpha: float = 0.5, batch_size: int = 8, first_stage_depth: int = 0) -> "StageRuns":
+        """Every stage's ranking for one query (what `search` shows and `evaluate` scores).
+
+        BM25 and dense retrieve max(retrieve, first_stage_depth) passages; fusion always uses the top
+        `retrieve` of each, so evaluation runs can go deeper without changing the cascade.
+        """
         check_query(query)
-        for name, value, least in (("retrieve", retrieve, 1), ("rerank_depth", rerank_depth, 0), ("top", top, 1)):
+        for name, value, least in (("retrieve", retrieve, 1), ("rerank_depth", rerank_depth, 0)):
             if not isinstance(value, (int, np.integer)) or value < least:
                 raise CascadeError(f"{name} must be an integer >= {least}, got {value!r}")
         if retrieve < rerank_depth:
@@ -145,32 +184,22 @@ class Cascade:
         if fusion not in FUSIONS:
             raise CascadeError(f"unknown fusion {fusion!r} (choose from {', '.join(FUSIONS)})")
         query = query.strip()
+        depth = max(retrieve, first_stage_depth)
         t = [time.perf_counter()]
-        bm25 = self.index.bm25.search(query, retrieve)
+        bm25 = self.index.bm25.search(query, depth)
         t.append(time.perf_counter())
-        dense = self.index.dense.search(self.encoder.encode([query])[0], retrieve)
+        dense = self.index.dense.search(self.encoder.encode([query])[0], depth)
         t.append(time.perf_counter())
-        fused = fuse(fusion, bm25, dense, limit=retrieve, alpha=alpha)
+        fused = fuse(fusion, (bm25[0][:retrieve], bm25[1][:retrieve]), (dense[0][:retrieve], dense[1][:retrieve]),
+                     limit=retrieve, alpha=alpha)
         t.append(time.perf_counter())
         order, rerank_scores, status = self._rerank(query, fused[0], rerank_depth, batch_size)
         t.append(time.perf_counter())
-
-        stage_lists = {"bm25": bm25, "dense": dense, "fusion": fused}
-        if rerank_scores is not None:
-            stage_lists["rerank"] = (order[: len(rerank_scores)], rerank_scores)
-        lookup = {name: {int(i): (float(s), r) for r, (i, s) in enumerate(zip(*lst), 1)}
-                  for name, lst in stage_lists.items()}
-        hits = []
-        for rank, i in enumerate(order[:top], 1):
-            seen = {name: lookup[name].get(int(i)) if name in lookup else None for name in STAGES}
-            last = "rerank" if seen["rerank"] else "fusion"
-            p = self.index.passages[int(i)]
-            hits.append(Hit(id=p.id, doc_id=p.doc_id, title=p.title, text=p.text, score=seen[last][0], rank=rank,
-                            stage_scores={k: v[0] if v else None for k, v in seen.items()},
-                            stage_ranks={k: v[1] if v else None for k, v in seen.items()}))
         timings = {name: (b - a) * 1000 for name, a, b in zip(STAGES, t, t[1:])}
         timings["total"] = (t[-1] - t[0]) * 1000
-        return SearchResult(query=query, hits=hits, timings_ms=timings, rerank=status)
+        rerank = (order[: len(rerank_scores)], rerank_scores) if rerank_scores is not None else None
+        return StageRuns(bm25=bm25, dense=dense, fusion=fused, rerank=rerank, order=order, timings_ms=timings,
+                         rerank_status=status)
 
     def _rerank(self, query: str, candidates: np.ndarray, depth: int,
                 batch_size: int) -> tuple[np.ndarray, np.ndarray | None, dict]:

@@ -1,0 +1,136 @@
+"""Run the cascade over a labelled split and score every stage at the document level.
+
+Passages are what the cascade ranks; BEIR judges documents. A document's score at a stage is the
+best score of its passages (MaxP), so each stage's passage ranking becomes a document run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from cascade.documents import Passage, load_documents
+from cascade.errors import CascadeError
+from cascade.evaluate.beir import Split
+from cascade.evaluate.metrics import mean, per_query
+from cascade.pipeline import Cascade, RerankerSpec, StageRuns
+
+STAGES = ("bm25", "dense", "hybrid", "hybrid+rerank")
+RUN_DEPTH = 1000  # documents kept per query in first-stage runs, as BEIR/trec_eval runs do
+Run = dict[str, dict[str, float]]
+
+
+@dataclass
+class StageResult:
+    metrics: dict[str, float]
+    per_query: dict[str, dict[str, float]]
+    latency_ms: dict[str, float]
+    run: Run = field(repr=False)
+
+
+@dataclass
+class EvalResult:
+    dataset: str
+    split: str
+    queries: int
+    settings: dict
+    stages: dict[str, StageResult]
+    rerank_status: dict
+
+    def metric_names(self) -> list[str]:
+        return list(next(iter(self.stages.values())).metrics)
+
+
+def parse_stages(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in names if s not in STAGES]
+    if unknown or not names:
+        raise CascadeError(f"unknown stage(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(STAGES)}")
+    return [s for s in STAGES if s in names]
+
+
+def default_index_dir(data: Path) -> Path:
+    """A per-dataset cache folder, so repeated evaluations reuse the embeddings."""
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cascade" / "eval"
+    digest = hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:10]
+    return base / f"{data.resolve().name}-{digest}"
+
+
+def open_cascade(data: Path, index_dir: Path | None, reranker: RerankerSpec, device: str | None = None,
+                 passage_words: int | None = None, overlap: int | None = None, progress: bool = True) -> Cascade:
+    """Build (or incrementally refresh) the dataset's index, then load it with the reranker."""
+    docs = load_documents(data)
+    return Cascade.build(docs, index_dir or default_index_dir(data), reranker=reranker, device=device,
+                         passage_words=passage_words, overlap=overlap, source=str(data.resolve()),
+                         progress=progress)
+
+
+def doc_run(passages: Sequence[Passage], ids: np.ndarray, scores: np.ndarray, depth: int) -> dict[str, float]:
+    """Passage ranking (best first, scores non-increasing) -> document run of the top `depth` docs (MaxP)."""
+    run: dict[str, float] = {}
+    for i, s in zip(ids.tolist(), scores.tolist()):
+        doc = passages[i].doc_id
+        if doc not in run:  # first occurrence is the max: scores are non-increasing
+            run[doc] = float(s)
+            if len(run) == depth:
+                break
+    return run
+
+
+def final_ranking(runs: StageRuns) -> tuple[np.ndarray, np.ndarray]:
+    """The reranked list with non-increasing scores: reranked head, then the fused tail below it."""
+    head_ids, head_scores = runs.rerank
+    tail = runs.order[len(head_ids):]
+    floor = float(head_scores.min()) if len(head_scores) else 0.0
+    return runs.order, np.concatenate([head_scores, floor - 1.0 - np.arange(len(tail))])
+
+
+def evaluate(cascade: Cascade, split: Split, stages: Sequence[str] = STAGES, retrieve: int = 150,
+             rerank_depth: int = 30, fusion: str = "rrf", limit: int | None = None,
+             progress: bool = True) -> EvalResult:
+    """Score each requested stage on `split` (optionally its first `limit` queries)."""
+    stages = list(stages)
+    if "hybrid+rerank" in stages and cascade.reranker is None:
+        raise CascadeError(f"stage hybrid+rerank needs a reranker: {cascade.rerank_unavailable}")
+    depth = rerank_depth if "hybrid+rerank" in stages else 0
+    qids = list(split.queries)[:limit] if limit else list(split.queries)
+    depth_recall = [f"recall@{rerank_depth}"] if rerank_depth else []
+    names = list(dict.fromkeys(["ndcg@10", "mrr@10", "recall@100", *depth_recall, f"recall@{retrieve}", "p@5"]))
+    runs: dict[str, Run] = {s: {} for s in stages}
+    latency: dict[str, list[float]] = {s: [] for s in stages}
+    first_stage_depth = RUN_DEPTH if {"bm25", "dense"} & set(stages) else 0
+    passages = cascade.index.passages
+    for qid in tqdm(qids, desc=f"evaluating {split.name}/{split.split}", unit="q", disable=not progress):
+        r = cascade.run_stages(split.queries[qid], retrieve=retrieve, rerank_depth=depth, fusion=fusion,
+                               first_stage_depth=first_stage_depth)
+        t = r.timings_ms
+        ranked = {"bm25": (r.bm25, t["bm25"]), "dense": (r.dense, t["dense"]),
+                  "hybrid": (r.fusion, t["bm25"] + t["dense"] + t["fusion"])}
+        if "hybrid+rerank" in stages:
+            ranked["hybrid+rerank"] = (final_ranking(r), t["bm25"] + t["dense"] + t["fusion"] + t["rerank"])
+        for s in stages:
+            (ids, scores), ms = ranked[s]
+            runs[s][qid] = doc_run(passages, ids, scores, RUN_DEPTH)
+            latency[s].append(ms)
+    qrels = {q: split.qrels[q] for q in qids}
+    results = {}
+    for s in stages:
+        pq = per_query(runs[s], qrels, names)
+        results[s] = StageResult(metrics={m: mean(v) for m, v in pq.items()}, per_query=pq,
+                                 latency_ms={"p50": float(np.percentile(latency[s], 50)),
+                                             "p95": float(np.percentile(latency[s], 95))},
+                                 run=runs[s])
+    return EvalResult(dataset=split.name, split=split.split, queries=len(qids),
+                      settings={"retrieve": retrieve, "rerank_depth": rerank_depth, "fusion": fusion,
+                                "reranker": cascade.reranker.model_id if cascade.reranker else None,
+                                "encoder": cascade.encoder.model_id,
+                                "passage_words": cascade.index.manifest["settings"]["passage_words"],
+                                "overlap": cascade.index.manifest["settings"]["overlap"]},
+                      stages=results, rerank_status={"available": cascade.reranker is not None,
+                                                     "reason": cascade.rerank_unavailable})
