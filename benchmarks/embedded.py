@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from beir_eval import splice_readme
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -125,7 +127,7 @@ def main() -> None:
     (RESULTS / "embedded.json").write_text(json.dumps(report, indent=2) + "\n")
     table = render(report)
     (RESULTS / "embedded.md").write_text(table)
-    update_readme(table)
+    splice_readme("embedded", table)
     print(table)
 
 
@@ -149,16 +151,6 @@ def render(r: dict) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def update_readme(table: str) -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    start, end = "<!-- embedded:start -->", "<!-- embedded:end -->"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        readme.write_text(f"{head}{start}\n{table}{end}{tail}", encoding="utf-8")
 
 
 if __name__ == "__main__":
