@@ -255,6 +255,10 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     table = sweep_table(result)
     advice = (f"Suggested rerank depth: {result.suggested} (smallest within {result.settings['tolerance']} nDCG@10 "
               f"of the best, {result.best}).")
+    best_ndcg = max(row["ndcg@10"] for row in result.rows)
+    if best_ndcg <= result.baseline["ndcg@10"]:
+        advice += (f" But no depth beats the first stage alone (nDCG@10 {result.baseline['ndcg@10']:.3f}): "
+                   "this reranker hurts on this data; fix or fine-tune it before choosing a depth.")
     print(table + "\n" + advice)
     write_json(out / "sweep.json", result.to_dict())
     plot = plot_sweep(result, out / "sweep.png")

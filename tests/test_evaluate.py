@@ -106,6 +106,7 @@ def test_diagnostics_name_the_likely_cause():
     assert any("weak candidate pool" in n for n in weak)
     mismatch = diagnose(fake_result(metrics(0.5), metrics(0.48), ({"1": 0.6}, {"1": 0.4})), QRELS)
     assert any("domain mismatch" in n for n in mismatch) and any("hurt 1" in n for n in mismatch)
+    assert any(n.startswith("Reranking made nDCG@10 worse") for n in mismatch)
     small = diagnose(fake_result(metrics(0.5), metrics(0.51), ({"1": 0.5}, {"1": 0.51})), QRELS)
     assert any("model too small" in n for n in small) and any("helped 1" in n for n in small)
     good = diagnose(fake_result(metrics(0.5, p5=0.7), metrics(0.6)), QRELS)

@@ -61,5 +61,6 @@ def diagnose(result: EvalResult, qrels: dict[str, dict[str, int]]) -> list[str]:
             else:
                 cause = ("a model too small for this domain: it orders the pool slightly better but not by much; "
                          "try a larger or in-domain cross-encoder")
-            notes.append(f"Rerank gain is under {GAIN_MEANINGFUL:.0%}; the numbers point to {cause}.")
+            verdict = "Reranking made nDCG@10 worse" if gain < 0 else f"Rerank gain is under {GAIN_MEANINGFUL:.0%}"
+            notes.append(f"{verdict}; the numbers point to {cause}.")
     return notes

@@ -94,9 +94,9 @@ def plot_stages(result: "EvalResult", path: str | Path) -> Path:
         xs = [i + (j - (len(metrics) - 1) / 2) * width for i in range(len(stages))]
         ax.bar(xs, [result.stages[s].metrics[m] for s in stages], width, label=label(m))
     ax.set_xticks(range(len(stages)), stages)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.15)
     ax.set_title(f"{result.dataset} / {result.split}: quality by stage")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", ncols=len(metrics), frameon=False)
     lat.bar(stages, [result.stages[s].latency_ms["p50"] for s in stages], color="gray")
     lat.set_yscale("log")
     lat.set_ylabel("p50 latency per query (ms)")
