@@ -72,6 +72,19 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[n
         yield order[start : start + batch_size]
 
 
+def load_model(auto_class: str, path: str, name: str, what: str, device: torch.device):
+    """(tokenizer, model in eval mode on `device`) from a resolved path; one clear error if it fails."""
+    import transformers
+
+    quiet_transformers()
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        model = getattr(transformers, auto_class).from_pretrained(path).to(device).eval()
+    except (OSError, ValueError) as e:
+        raise CascadeError(f"could not load {what} {name!r}: {str(e).splitlines()[0]}") from None
+    return tokenizer, model
+
+
 def quiet_transformers() -> None:
     """Silence transformers' per-load progress bars and advisory warnings; our CLI reports state."""
     from transformers.utils import logging as hf_logging

@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cascade.errors import CascadeError
-from cascade.inference import autocast, autocast_dtype, length_sorted_batches, pick_device, quiet_transformers
+from cascade.inference import autocast, autocast_dtype, length_sorted_batches, load_model, pick_device
 from cascade.models import read_config, resolve
 from cascade.rerank.base import Reranker
 
@@ -38,19 +38,13 @@ class CrossEncoder(Reranker):
     """
 
     def __init__(self, model: str, device: str | None = None, precision: str = "auto", max_length: int = 512):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        quiet_transformers()
         self.model_id = model
         self.path = resolve(model)
         check_cross_encoder_config(model, read_config(self.path))
         self.device = pick_device(device)
         self.dtype = autocast_dtype(self.device, precision)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-            self.model = AutoModelForSequenceClassification.from_pretrained(self.path).to(self.device).eval()
-        except (OSError, ValueError) as e:
-            raise CascadeError(f"could not load reranker {model!r}: {str(e).splitlines()[0]}") from None
+        self.tokenizer, self.model = load_model("AutoModelForSequenceClassification", self.path, model, "reranker",
+                                                self.device)
         check_cross_encoder_config(model, self.model.config.to_dict())
         self.max_length = min(max_length, self.model.config.max_position_embeddings)
 

@@ -11,8 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cascade.errors import CascadeError
-from cascade.inference import autocast, autocast_dtype, length_sorted_batches, pick_device, quiet_transformers
+from cascade.inference import autocast, autocast_dtype, length_sorted_batches, load_model, pick_device
 from cascade.models import DEFAULT_ENCODER, resolve
 
 
@@ -26,18 +25,11 @@ class Encoder:
 
     def __init__(self, model: str = DEFAULT_ENCODER, device: str | None = None, precision: str = "auto",
                  max_length: int | None = None):
-        from transformers import AutoModel, AutoTokenizer
-
-        quiet_transformers()
         self.model_id = model
         self.path = resolve(model)
         self.device = pick_device(device)
         self.dtype = autocast_dtype(self.device, precision)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-            self.model = AutoModel.from_pretrained(self.path).to(self.device).eval()
-        except (OSError, ValueError) as e:
-            raise CascadeError(f"could not load encoder {model!r}: {str(e).splitlines()[0]}") from None
+        self.tokenizer, self.model = load_model("AutoModel", self.path, model, "encoder", self.device)
         self.pooling = self._read_st_file("1_Pooling/config.json").get("pooling_mode_cls_token") and "cls" or "mean"
         st_max = self._read_st_file("sentence_bert_config.json").get("max_seq_length")
         self.max_length = max_length or st_max or min(512, self.model.config.max_position_embeddings)
