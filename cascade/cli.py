@@ -107,7 +107,62 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--latency-queries", type=positive, default=20, help="queries timed at every depth (20)")
     w.add_argument("--out", default=None, metavar="DIR",
                    help="where sweep.md, sweep.json and sweep.png go (default: ./sweep-DATASET-SPLIT)")
+
+    t = sub.add_parser("train", help="fine-tune a cross-encoder reranker on BEIR-style labels",
+                       description="Mine hard negatives with Cascade's own hybrid first stage, fine-tune a "
+                                   "cross-encoder (pointwise BCE, pairwise margin or listwise softmax), keep the "
+                                   "checkpoint best on dev nDCG@10 of reranking the top 30, and write a Hugging "
+                                   "Face folder with a model card. Dev: qrels/dev.tsv if present, else a seeded "
+                                   "10% of the training queries.", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  cascade train ../shared/data/beir/scifact ../shared/data/beir/nfcorpus "
+                              "--out ./my-reranker --epochs 2")
+    t.add_argument("--base", default=None, help="starting checkpoint, path or hub id (default: bundled MiniLM-L6)")
+    add_training_options(t)
+
+    k = sub.add_parser("distill", help="distil a cross-encoder into a smaller, faster student",
+                       description="Score every training pair once with the teacher (cached in OUT), initialise a "
+                                   "student from N of the teacher's layers, and train it on the teacher's scores "
+                                   "(MarginMSE or listwise KL), optionally mixed with the labels. Checkpoint choice "
+                                   "and early stopping as in `cascade train`.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  cascade distill --teacher ./my-reranker --layers 3 "
+                              "../shared/data/beir/scifact --out ./my-student")
+    k.add_argument("--teacher", required=True, help="the trained cross-encoder to distil (path or hub id)")
+    k.add_argument("--layers", type=positive, choices=(2, 3, 4), required=True, help="student layers (2, 3 or 4)")
+    k.add_argument("--distill-loss", choices=("margin-mse", "kl"), default="margin-mse",
+                   help="margin-mse: match the teacher's positive-negative margins; kl: its list distributions")
+    k.add_argument("--label-weight", type=float, default=0.0, help="share of the label loss, 0..1 (0)")
+    k.add_argument("--max-negatives", type=positive, default=15,
+                   help="hardest negatives per query the teacher scores (15)")
+    add_training_options(k)
     return parser
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", nargs="+", help="BEIR folders with qrels/train.tsv (and qrels/dev.tsv if they have one)")
+    p.add_argument("--out", required=True, help="output model folder (also holds checkpoint.pt for --resume)")
+    p.add_argument("--loss", choices=("listwise", "margin", "bce"), default="listwise",
+                   help="label loss: listwise softmax over 1 positive + N negatives, pairwise margin, or pointwise "
+                        "BCE (listwise)")
+    p.add_argument("--negatives", type=positive, default=7, help="hard negatives per query and step (7)")
+    p.add_argument("--batch-queries", type=positive, default=8, help="queries per step (8)")
+    p.add_argument("--grad-accum", type=positive, default=1, help="gradient accumulation steps (1)")
+    p.add_argument("--lr", type=float, default=3e-5, help="peak learning rate, linear warm-up and decay (3e-5)")
+    p.add_argument("--epochs", type=float, default=1.0, help="passes over the training queries (1)")
+    p.add_argument("--max-steps", type=positive, default=None, help="stop after this many steps")
+    p.add_argument("--max-length", type=positive, default=256, help="tokens per (query, passage) pair (256)")
+    p.add_argument("--eval-every", type=positive, default=50, help="steps between dev evaluations (50)")
+    p.add_argument("--max-dev-queries", type=positive, default=None, metavar="N",
+                   help="evaluate on a seeded sample of N dev queries per dataset (default: all)")
+    p.add_argument("--patience", type=positive, default=4, help="evaluations without improvement before stopping (4)")
+    p.add_argument("--skip-top", type=non_negative, default=0,
+                   help="skip the top N first-stage candidates when mining negatives (likely unjudged positives)")
+    p.add_argument("--seed", type=int, default=13, help="seed for sampling, hold-out and initialisation (13)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--save-dtype", choices=("fp32", "bf16"), default="fp32",
+                   help="weights on disk; bf16 halves the folder and loads back as fp32 (fp32)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def add_dataset_options(p: argparse.ArgumentParser, default_split: str) -> None:
@@ -267,11 +322,57 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     print(f"wrote {out}/sweep.md, sweep.json, sweep.png")
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "demo": cmd_demo, "eval": cmd_eval, "sweep": cmd_sweep}
+def training_config(args: argparse.Namespace, **extra):
+    import shlex
+
+    from cascade.train.trainer import TrainConfig
+
+    return TrainConfig(out=args.out, loss=args.loss, negatives=args.negatives, batch_queries=args.batch_queries,
+                       grad_accum=args.grad_accum, lr=args.lr, epochs=args.epochs, max_steps=args.max_steps,
+                       max_length=args.max_length, eval_every=args.eval_every, patience=args.patience,
+                       max_dev_queries=args.max_dev_queries, skip_top=args.skip_top, seed=args.seed,
+                       device=args.device, resume=args.resume, save_dtype=args.save_dtype, command=shlex.join(["cascade", *args.argv]),
+                       **extra)
+
+
+def run_training(args: argparse.Namespace, config, teacher: str | None = None) -> None:
+    from cascade.train.trainer import Trainer, prepare
+
+    data = prepare(args.data, config, progress=not args.quiet)
+    if teacher:
+        from cascade.train.distill import score_with_teacher
+
+        score_with_teacher(data.examples, teacher, args.out, device=args.device, max_length=args.max_length,
+                           progress=not args.quiet)
+    result = Trainer(config, data).run(progress=not args.quiet)
+    print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min; best dev nDCG@10 {result.best_dev_ndcg:.4f} "
+          f"at step {result.best_step} (first stage {result.first_stage_dev_ndcg:.4f}); model in {args.out}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from cascade.models import DEFAULT_ENCODER
+
+    run_training(args, training_config(args, base=args.base or DEFAULT_ENCODER))
+
+
+def cmd_distill(args: argparse.Namespace) -> None:
+    from cascade.models import resolve
+
+    teacher = resolve(args.teacher)
+    config = training_config(args, base=teacher, teacher=args.teacher, layers=args.layers,
+                             distill_loss=args.distill_loss, label_weight=args.label_weight,
+                             max_negatives=args.max_negatives)
+    run_training(args, config, teacher=teacher)
+
+
+COMMANDS = {"index": cmd_index, "search": cmd_search, "demo": cmd_demo, "eval": cmd_eval, "sweep": cmd_sweep,
+            "train": cmd_train, "distill": cmd_distill}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded in trained models' cards
     handler = logging.StreamHandler()
     handler.setLevel(logging.WARNING)  # some libraries set their own loggers to DEBUG
     handler.setFormatter(logging.Formatter("cascade: %(levelname)s: %(message)s"))

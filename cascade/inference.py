@@ -79,7 +79,8 @@ def load_model(auto_class: str, path: str, name: str, what: str, device: torch.d
     quiet_transformers()
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-        model = getattr(transformers, auto_class).from_pretrained(path).to(device).eval()
+        # fp32 master weights even for bf16 checkpoints: autocast picks the compute precision per device
+        model = getattr(transformers, auto_class).from_pretrained(path).float().to(device).eval()
     except (OSError, ValueError) as e:
         raise CascadeError(f"could not load {what} {name!r}: {str(e).splitlines()[0]}") from None
     return tokenizer, model

@@ -13,7 +13,7 @@ from cascade.errors import CascadeError
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_RERANKER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
-BUNDLED_RERANKER_DIR = Path(__file__).resolve().parent / "models" / "reranker"
+BUNDLED_RERANKER_DIR = Path(__file__).resolve().parent / "weights" / "reranker"
 
 
 def bundled_path(model_id: str) -> Path | None:

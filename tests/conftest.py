@@ -16,15 +16,15 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
     return path
 
 
-def make_cross_encoder(out: Path, num_labels: int = 1, seed: int = 0) -> Path:
-    """A randomly initialised 2-layer BERT sequence classifier with MiniLM's real tokenizer."""
+def make_cross_encoder(out: Path, num_labels: int = 1, seed: int = 0, layers: int = 2) -> Path:
+    """A randomly initialised small BERT sequence classifier with MiniLM's real tokenizer."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     from cascade.models import DEFAULT_ENCODER, bundled_path
 
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
                         intermediate_size=64, num_labels=num_labels)
     BertForSequenceClassification(config).save_pretrained(out)
     AutoTokenizer.from_pretrained(str(bundled_path(DEFAULT_ENCODER))).save_pretrained(out)

@@ -29,6 +29,13 @@ def check_cross_encoder_config(name: str, config: dict) -> None:
         raise CascadeError(f"{name} is not a cross-encoder: it has {labels} output labels, a reranker needs 1")
 
 
+def pair_budget(model, tokenizer, max_length: int | None) -> int:
+    """Tokens per (query, passage) pair: the caller's, else the tokenizer's `model_max_length` (which
+    `cascade train` sets to the length the model was trained at), never past the position table."""
+    limit = model.config.max_position_embeddings
+    return min(max_length or tokenizer.model_max_length or limit, limit)
+
+
 class CrossEncoder(Reranker):
     """Reads query and passage together; far more precise than the first stage, and far slower.
 
@@ -37,7 +44,7 @@ class CrossEncoder(Reranker):
     logits (apply a sigmoid yourself if you need [0, 1]; ranking is unaffected).
     """
 
-    def __init__(self, model: str, device: str | None = None, precision: str = "auto", max_length: int = 512):
+    def __init__(self, model: str, device: str | None = None, precision: str = "auto", max_length: int | None = None):
         self.model_id = model
         self.path = resolve(model)
         check_cross_encoder_config(model, read_config(self.path))
@@ -46,7 +53,19 @@ class CrossEncoder(Reranker):
         self.tokenizer, self.model = load_model("AutoModelForSequenceClassification", self.path, model, "reranker",
                                                 self.device)
         check_cross_encoder_config(model, self.model.config.to_dict())
-        self.max_length = min(max_length, self.model.config.max_position_embeddings)
+        self.max_length = pair_budget(self.model, self.tokenizer, max_length)
+
+    @classmethod
+    def wrap(cls, model, tokenizer, model_id: str, precision: str = "auto",
+             max_length: int | None = None) -> "CrossEncoder":
+        """A CrossEncoder around an in-memory model (e.g. one being trained), without reloading it."""
+        self = cls.__new__(cls)
+        self.model_id = self.path = model_id
+        self.model, self.tokenizer = model, tokenizer
+        self.device = next(model.parameters()).device
+        self.dtype = autocast_dtype(self.device, precision)
+        self.max_length = pair_budget(model, tokenizer, max_length)
+        return self
 
     @torch.inference_mode()
     def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, progress: bool = False) -> np.ndarray:

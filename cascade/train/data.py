@@ -1,0 +1,82 @@
+"""Training data from labels and our own first stage: positives, hard negatives, dev candidate lists.
+
+Hard negatives are what the hybrid first stage ranks highly but the labels do not mark relevant, so
+the reranker learns exactly the distinctions the cascade asks of it. `skip_top` leaves out the very
+top candidates, which are often relevant but unjudged.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from tqdm.auto import tqdm
+
+from cascade.errors import CascadeError
+from cascade.pipeline import Cascade
+
+
+@dataclass
+class Example:
+    qid: str
+    query: str
+    positives: list[str]  # passage texts
+    negatives: list[str]
+    teacher: dict[str, float] = field(default_factory=dict)  # passage text -> teacher score (distillation)
+
+
+@dataclass
+class DevQuery:
+    qid: str
+    query: str
+    candidates: list[tuple[str, str]]  # (doc id, passage text), first-stage order
+    rels: dict[str, int]
+
+
+def hold_out(qids: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """A seeded split of `qids` into (train, dev) when a dataset has no dev qrels."""
+    shuffled = sorted(qids)
+    random.Random(seed).shuffle(shuffled)
+    n_dev = max(1, round(len(shuffled) * fraction))
+    return sorted(shuffled[n_dev:]), sorted(shuffled[:n_dev])
+
+
+def candidates(cascade: Cascade, query: str, depth: int) -> list[int]:
+    """The hybrid first stage's top `depth` passages: what the reranker will see at search time."""
+    return cascade.run_stages(query, retrieve=depth, rerank_depth=0).fusion[0].tolist()
+
+
+def mine(cascade: Cascade, queries: dict[str, str], qrels: dict[str, dict[str, int]], depth: int = 30,
+         skip_top: int = 0, max_negatives: int | None = None, progress: bool = True) -> list[Example]:
+    """One Example per query with at least one positive and one hard negative (the hardest first)."""
+    passages = cascade.index.passages
+    by_doc: dict[str, int] = {}
+    for i, p in enumerate(passages):
+        by_doc.setdefault(p.doc_id, i)
+    examples = []
+    for qid, text in tqdm(queries.items(), desc="mining hard negatives", unit="q", disable=not progress):
+        relevant = {d for d, r in qrels.get(qid, {}).items() if r > 0}
+        pool = candidates(cascade, text, depth)
+        best: dict[str, int] = {}
+        for i in pool:  # best-ranked passage of each relevant document in the pool
+            if passages[i].doc_id in relevant:
+                best.setdefault(passages[i].doc_id, i)
+        for doc in relevant - best.keys():  # relevant but missed by the first stage: its first passage
+            if doc in by_doc:
+                best[doc] = by_doc[doc]
+        negatives = [passages[i].content for i in pool[skip_top:] if passages[i].doc_id not in relevant][:max_negatives]
+        if best and negatives:
+            examples.append(Example(qid, text, [passages[i].content for i in best.values()], negatives))
+    if not examples:
+        raise CascadeError("no training examples: no query has both a judged positive and a hard negative")
+    return examples
+
+
+def dev_queries(cascade: Cascade, queries: dict[str, str], qrels: dict[str, dict[str, int]], depth: int = 30,
+                progress: bool = True) -> list[DevQuery]:
+    passages = cascade.index.passages
+    out = []
+    for qid, text in tqdm(queries.items(), desc="dev candidates", unit="q", disable=not progress):
+        pool = candidates(cascade, text, depth)
+        out.append(DevQuery(qid, text, [(passages[i].doc_id, passages[i].content) for i in pool], qrels[qid]))
+    return out

@@ -1,0 +1,138 @@
+"""Training end to end on CPU: a tiny model, a slice of SciFact, a few steps."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cascade import CascadeError, CrossEncoder
+from cascade.cli import main
+from cascade.documents import load_documents
+from cascade.train.data import hold_out
+from cascade.train.distill import score_with_teacher
+from cascade.train.trainer import TrainConfig, Trainer, keep_layers, prepare
+from tests.conftest import make_cross_encoder, write_jsonl
+
+
+@pytest.fixture(scope="module")
+def scifact_train_slice(scifact, tmp_path_factory):
+    """60 SciFact training queries, their abstracts and 200 distractors, in BEIR layout (no dev split)."""
+    root = tmp_path_factory.mktemp("scifact-train")
+    with open(scifact / "qrels" / "train.tsv", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh, delimiter="\t"))[1:]
+    qids = list(dict.fromkeys(r[0] for r in rows))[:60]
+    rows = [r for r in rows if r[0] in qids]
+    relevant = {r[1] for r in rows}
+    docs = load_documents(scifact)
+    keep = [d for d in docs if d.id in relevant] + [d for d in docs if d.id not in relevant][:200]
+    write_jsonl(root / "corpus.jsonl", [{"_id": d.id, "title": d.title, "text": d.text} for d in keep])
+    queries = [json.loads(line) for line in open(scifact / "queries.jsonl", encoding="utf-8")]
+    write_jsonl(root / "queries.jsonl", [q for q in queries if q["_id"] in qids])
+    (root / "qrels").mkdir()
+    (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join("\t".join(r) + "\n" for r in rows))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def test_hold_out_is_seeded_and_disjoint():
+    qids = [str(i) for i in range(50)]
+    train, dev = hold_out(qids, 0.1, seed=3)
+    assert len(dev) == 5 and not set(train) & set(dev) and sorted(train + dev) == sorted(qids)
+    assert hold_out(qids, 0.1, seed=3) == (train, dev) and hold_out(qids, 0.1, seed=4) != (train, dev)
+
+
+def test_mining_gives_positives_and_hard_negatives(scifact_train_slice, tmp_path):
+    data = prepare([scifact_train_slice], TrainConfig(out=str(tmp_path)), progress=False)
+    assert data.sources[0]["dev"] == "seeded 10% of train" and data.sources[0]["dev_queries"] == 6
+    assert len(data.examples) >= 50
+    for ex in data.examples:
+        assert ex.positives and ex.negatives and not set(ex.positives) & set(ex.negatives)
+    assert all(len(q.candidates) == 30 for q in data.dev)
+
+
+def test_loss_falls_model_reloads_and_resume_continues(scifact_train_slice, tmp_path):
+    out = tmp_path / "model"  # the real MiniLM base (a random tiny BERT learns nothing in 30 steps), short pairs
+    config = TrainConfig(out=str(out), lr=1e-4, max_steps=30, eval_every=10, negatives=3, batch_queries=4,
+                         max_length=64, patience=10)
+    data = prepare([scifact_train_slice], config, progress=False)
+    result = Trainer(config, data).run(progress=False)
+    losses = [h["loss"] for h in result.history]
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])  # it learns
+    assert result.steps == 30 and result.best_step in (10, 20, 30)
+    assert [h["step"] for h in result.history if "dev_ndcg@10" in h] == [10, 20, 30]
+
+    reloaded = CrossEncoder(str(out))  # a plain HF folder that our loader accepts
+    scores = reloaded.predict([("vitamin D", "vitamin D and bone density"), ("vitamin D", "galaxy formation")])
+    assert scores.shape == (2,) and np.isfinite(scores).all()
+    card = (out / "README.md").read_text()
+    assert "license: apache-2.0" in card and f"{result.best_dev_ndcg:.4f}" in card
+
+    more = TrainConfig(**{**config.__dict__, "max_steps": 40, "resume": True})
+    resumed = Trainer(more, data).run(progress=False)
+    assert resumed.steps == 40 and len(resumed.history) == 40
+
+
+def test_train_cli_end_to_end(scifact_train_slice, tiny_ce, tmp_path, capsys):
+    out = tmp_path / "cli-model"
+    assert main(["train", str(scifact_train_slice), "--out", str(out), "--base", str(tiny_ce), "--max-steps", "4",
+                 "--eval-every", "2", "--batch-queries", "2", "--negatives", "2", "--max-length", "96", "--loss",
+                 "margin", "--quiet"]) == 0
+    assert "trained 4 steps" in capsys.readouterr().out
+    assert (out / "config.json").is_file() and (out / "checkpoint.pt").is_file()
+    assert "cascade train" in (out / "README.md").read_text()
+    with pytest.raises(SystemExit):  # argparse rejects an unknown loss with a usage line
+        main(["train", str(scifact_train_slice), "--out", str(tmp_path / "x"), "--loss", "nope"])
+
+
+def test_keep_layers_copies_the_teachers_layers(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(make_cross_encoder(tmp_path / "t6", layers=6))
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "t6")
+    assert keep_layers(student, 3) == [0, 2, 5] and student.config.num_hidden_layers == 3
+    for s_layer, t_index in zip(student.bert.encoder.layer, [0, 2, 5]):
+        t_layer = teacher.bert.encoder.layer[t_index]
+        assert torch.equal(s_layer.output.dense.weight, t_layer.output.dense.weight)
+    assert keep_layers(AutoModelForSequenceClassification.from_pretrained(tmp_path / "t6"), 2) == [0, 5]
+    with pytest.raises(CascadeError, match="between 1 and 6"):
+        keep_layers(AutoModelForSequenceClassification.from_pretrained(tmp_path / "t6"), 7)
+
+
+def test_distill_cli_trains_a_smaller_student_from_cached_teacher_scores(scifact_train_slice, tmp_path, capsys):
+    teacher = make_cross_encoder(tmp_path / "teacher", layers=4, seed=1)
+    out = tmp_path / "student"
+    args = ["distill", "--teacher", str(teacher), "--layers", "2", str(scifact_train_slice), "--out", str(out),
+            "--max-steps", "30", "--eval-every", "10", "--batch-queries", "4", "--negatives", "3", "--max-length",
+            "96", "--lr", "1e-3", "--max-negatives", "6", "--label-weight", "0.2", "--quiet"]
+    assert main(args) == 0
+    assert "trained 30 steps" in capsys.readouterr().out
+    cache = out / "teacher_scores.json"
+    saved = json.loads(cache.read_text())
+    assert saved["teacher"] == str(teacher) and len(saved["scores"]) > 50
+    student = CrossEncoder(str(out))
+    assert student.model.config.num_hidden_layers == 2
+    assert "Distilled from" in (out / "README.md").read_text()
+
+    config = TrainConfig(out=str(out), base=str(teacher), max_negatives=6, max_length=96)
+    data = prepare([scifact_train_slice], config, progress=False)
+    stamp = cache.stat().st_mtime_ns
+    score_with_teacher(data.examples, str(teacher), out, max_length=96, progress=False)
+    assert cache.stat().st_mtime_ns == stamp  # same pairs, same teacher: the cache is reused
+    assert all(len(ex.teacher) == len(set(ex.positives + ex.negatives)) for ex in data.examples)
+    assert all(len(ex.negatives) <= 6 for ex in data.examples)
+
+
+def test_distill_loss_falls(scifact_train_slice, tmp_path):
+    teacher = make_cross_encoder(tmp_path / "teacher", layers=4, seed=1)
+    config = TrainConfig(out=str(tmp_path / "s"), base=str(teacher), teacher=str(teacher), layers=2, lr=1e-3,
+                         max_steps=40, eval_every=40, negatives=3, batch_queries=4, max_length=96, max_negatives=6)
+    data = prepare([scifact_train_slice], config, progress=False)
+    score_with_teacher(data.examples, str(teacher), config.out, max_length=96, progress=False)
+    losses = [h["loss"] for h in Trainer(config, data).run(progress=False).history]
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
