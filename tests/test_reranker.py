@@ -3,7 +3,6 @@ import shutil
 import numpy as np
 import pytest
 
-import cascade.rerank as rerank_module
 from cascade import CascadeError, CrossEncoder
 from cascade.inference import length_sorted_batches
 from cascade.models import DEFAULT_ENCODER, DEFAULT_RERANKER, bundled_path
@@ -87,7 +86,7 @@ def test_unknown_hub_id_offline_is_a_clear_error(monkeypatch, tmp_path):
 
 def test_resolution_explicit_bundled_cached_unavailable(tiny_ce, tmp_path, monkeypatch):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(rerank_module, "BUNDLED_RERANKER_DIR", tmp_path / "no-bundle")
+    monkeypatch.setattr("cascade.models.WEIGHTS_DIR", tmp_path / "no-bundle")
     choice = load_reranker()
     assert choice.reranker is None and DEFAULT_RERANKER in choice.reason and "--reranker" in choice.reason
 
@@ -99,7 +98,8 @@ def test_resolution_explicit_bundled_cached_unavailable(tiny_ce, tmp_path, monke
     choice = load_reranker()
     assert choice.reranker is not None and choice.reranker.model_id == DEFAULT_RERANKER
 
-    bundled = make_cross_encoder(tmp_path / "bundle", seed=1)
-    monkeypatch.setattr(rerank_module, "BUNDLED_RERANKER_DIR", bundled)
-    assert load_reranker().reranker.path == str(bundled)
+    bundled = make_cross_encoder(tmp_path / "weights" / "reranker", seed=1)
+    monkeypatch.setattr("cascade.models.WEIGHTS_DIR", tmp_path / "weights")
+    choice = load_reranker()
+    assert choice.reranker.path == str(bundled) and choice.reranker.model_id == "cascade-reranker"
     assert load_reranker(str(tiny_ce)).reranker.path == str(tiny_ce)

@@ -56,6 +56,34 @@ def test_mining_gives_positives_and_hard_negatives(scifact_train_slice, tmp_path
     assert all(len(q.candidates) == 30 for q in data.dev)
 
 
+def test_easy_negatives_and_positive_cap(scifact_train_slice, tmp_path):
+    plain = prepare([scifact_train_slice], TrainConfig(out=str(tmp_path)), progress=False)
+    mixed = prepare([scifact_train_slice], TrainConfig(out=str(tmp_path), easy_negatives=5, max_positives=1),
+                    progress=False)
+    for a, b in zip(plain.examples, mixed.examples):
+        assert a.qid == b.qid and b.negatives[: len(a.negatives)] == a.negatives  # hard ones first, unchanged
+        easy = b.negatives[len(a.negatives):]
+        assert len(easy) == 5 and not set(easy) & set(a.positives) and len(set(b.negatives)) == len(b.negatives)
+        assert b.positives == a.positives[:1]
+    again = prepare([scifact_train_slice], TrainConfig(out=str(tmp_path), easy_negatives=5), progress=False)
+    assert [e.negatives for e in again.examples] == [
+        e.negatives for e in prepare([scifact_train_slice], TrainConfig(out=str(tmp_path), easy_negatives=5),
+                                     progress=False).examples]  # seeded
+
+
+def test_fresh_head_trains_faster_than_the_encoder(tiny_ce, tmp_path, scifact_train_slice):
+    from cascade.models import DEFAULT_ENCODER, bundled_path
+
+    data = prepare([scifact_train_slice], TrainConfig(out=str(tmp_path)), progress=False)
+    fresh = Trainer(TrainConfig(out=str(tmp_path), base=str(bundled_path(DEFAULT_ENCODER)), lr=2e-5), data)
+    assert [g["initial_lr"] for g in fresh.optimizer.param_groups] == [2e-5, 1e-3]
+    head = {id(p) for p in fresh.optimizer.param_groups[1]["params"]}
+    named = dict(fresh.model.named_parameters())
+    assert head == {id(p) for n, p in named.items() if n.startswith("classifier") or ".pooler." in n} and head
+    trained = Trainer(TrainConfig(out=str(tmp_path), base=str(tiny_ce), lr=2e-5), data)  # its head is trained
+    assert [g["initial_lr"] for g in trained.optimizer.param_groups] == [2e-5, 2e-5]
+
+
 def test_loss_falls_model_reloads_and_resume_continues(scifact_train_slice, tmp_path):
     out = tmp_path / "model"  # the real MiniLM base (a random tiny BERT learns nothing in 30 steps), short pairs
     config = TrainConfig(out=str(out), lr=1e-4, max_steps=30, eval_every=10, negatives=3, batch_queries=4,

@@ -104,6 +104,7 @@ def evaluate(cascade: Cascade, split: Split, stages: Sequence[str] = STAGES, ret
     names = list(dict.fromkeys(["ndcg@10", "mrr@10", "recall@100", *depth_recall, f"recall@{retrieve}", "p@5"]))
     runs: dict[str, Run] = {s: {} for s in stages}
     latency: dict[str, list[float]] = {s: [] for s in stages}
+    rerank_ms: list[float] = []  # the cross-encoder alone: what comparing rerankers needs
     first_stage_depth = RUN_DEPTH if {"bm25", "dense"} & set(stages) else 0
     passages = cascade.index.passages
     for qid in tqdm(qids, desc=f"evaluating {split.name}/{split.split}", unit="q", disable=not progress):
@@ -114,6 +115,7 @@ def evaluate(cascade: Cascade, split: Split, stages: Sequence[str] = STAGES, ret
                   "hybrid": (r.fusion, t["bm25"] + t["dense"] + t["fusion"])}
         if "hybrid+rerank" in stages:
             ranked["hybrid+rerank"] = (final_ranking(r), t["bm25"] + t["dense"] + t["fusion"] + t["rerank"])
+            rerank_ms.append(t["rerank"])
         for s in stages:
             (ids, scores), ms = ranked[s]
             runs[s][qid] = doc_run(passages, ids, scores, RUN_DEPTH)
@@ -122,10 +124,10 @@ def evaluate(cascade: Cascade, split: Split, stages: Sequence[str] = STAGES, ret
     results = {}
     for s in stages:
         pq = per_query(runs[s], qrels, names)
-        results[s] = StageResult(metrics={m: mean(v) for m, v in pq.items()}, per_query=pq,
-                                 latency_ms={"p50": float(np.percentile(latency[s], 50)),
-                                             "p95": float(np.percentile(latency[s], 95))},
-                                 run=runs[s])
+        ms = {"p50": float(np.percentile(latency[s], 50)), "p95": float(np.percentile(latency[s], 95))}
+        if s == "hybrid+rerank":
+            ms |= {"rerank_p50": float(np.percentile(rerank_ms, 50)), "rerank_p95": float(np.percentile(rerank_ms, 95))}
+        results[s] = StageResult(metrics={m: mean(v) for m, v in pq.items()}, per_query=pq, latency_ms=ms, run=runs[s])
     return EvalResult(dataset=split.name, split=split.split, queries=len(qids),
                       settings={"retrieve": retrieve, "rerank_depth": rerank_depth, "fusion": fusion,
                                 "reranker": cascade.reranker.model_id if cascade.reranker else None,

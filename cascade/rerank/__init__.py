@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cascade.errors import CascadeError
-from cascade.models import BUNDLED_RERANKER_DIR, DEFAULT_RERANKER, cached_path
+from cascade.models import BUNDLED_RERANKER, DEFAULT_RERANKER, bundled_path, cached_path
 from cascade.rerank.base import Reranker
 from cascade.rerank.cross_encoder import CrossEncoder
 
@@ -28,8 +28,8 @@ def load_reranker(name: str | None = None, device: str | None = None, precision:
     """
     if name:
         return RerankerChoice(CrossEncoder(name, device=device, precision=precision))
-    if (BUNDLED_RERANKER_DIR / "config.json").is_file():
-        return RerankerChoice(CrossEncoder(str(BUNDLED_RERANKER_DIR), device=device, precision=precision))
+    if bundled_path(BUNDLED_RERANKER):
+        return RerankerChoice(CrossEncoder(BUNDLED_RERANKER, device=device, precision=precision))
     cached = cached_path(DEFAULT_RERANKER)
     if cached:
         try:

@@ -47,9 +47,12 @@ def candidates(cascade: Cascade, query: str, depth: int) -> list[int]:
 
 
 def mine(cascade: Cascade, queries: dict[str, str], qrels: dict[str, dict[str, int]], depth: int = 30,
-         skip_top: int = 0, max_negatives: int | None = None, progress: bool = True) -> list[Example]:
-    """One Example per query with at least one positive and one hard negative (the hardest first)."""
+         skip_top: int = 0, max_negatives: int | None = None, easy: int = 0, seed: int = 0,
+         max_positives: int | None = None, progress: bool = True) -> list[Example]:
+    """One Example per query with at least one positive and one hard negative (the hardest first), then
+    `easy` random passages: against hard negatives alone a fresh head gets almost no signal at first."""
     passages = cascade.index.passages
+    rng = random.Random(seed)
     by_doc: dict[str, int] = {}
     for i, p in enumerate(passages):
         by_doc.setdefault(p.doc_id, i)
@@ -65,8 +68,12 @@ def mine(cascade: Cascade, queries: dict[str, str], qrels: dict[str, dict[str, i
             if doc in by_doc:
                 best[doc] = by_doc[doc]
         negatives = [passages[i].content for i in pool[skip_top:] if passages[i].doc_id not in relevant][:max_negatives]
+        if negatives and easy:
+            drawn = (passages[i] for i in rng.sample(range(len(passages)), min(len(passages), 4 * easy)))
+            negatives += [p.content for p in drawn if p.doc_id not in relevant and p.content not in negatives][:easy]
         if best and negatives:
-            examples.append(Example(qid, text, [passages[i].content for i in best.values()], negatives))
+            positives = [passages[i].content for i in best.values()][:max_positives]  # best-ranked first
+            examples.append(Example(qid, text, positives, negatives))
     if not examples:
         raise CascadeError("no training examples: no query has both a judged positive and a hard negative")
     return examples

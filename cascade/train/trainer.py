@@ -11,6 +11,7 @@ import json
 import math
 import platform
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from cascade.train.data import DevQuery, Example, dev_queries, hold_out, mine
 from cascade.train.losses import DISTILL_LOSSES, get_loss
 
 CHECKPOINT = "checkpoint.pt"
+FRESH_HEAD_LR = 1e-3
 
 
 @dataclass
@@ -43,6 +45,7 @@ class TrainConfig:
     batch_queries: int = 8
     grad_accum: int = 1
     lr: float = 3e-5
+    head_lr: float | None = None  # pooler + classifier; None: 1e-3 when the head is freshly initialised, else lr
     epochs: float = 1.0
     max_steps: int | None = None
     warmup: float = 0.1
@@ -52,6 +55,8 @@ class TrainConfig:
     mine_depth: int = 30
     skip_top: int = 0
     max_negatives: int | None = None  # hardest negatives kept per query (bounds teacher scoring)
+    easy_negatives: int = 0  # random corpus passages added to each query's negative pool
+    max_positives: int | None = None  # judged positives kept per query (bounds teacher scoring on dense qrels)
     dev_fraction: float = 0.1
     max_dev_queries: int | None = None  # per dataset: bounds the cost of each dev evaluation
     seed: int = 13
@@ -100,7 +105,8 @@ def prepare(datasets: Sequence[str | Path], config: TrainConfig, progress: bool 
             dev_source += f", seeded sample of {config.max_dev_queries}"
         cascade = open_cascade(path, None, reranker=None, progress=progress)
         mined = mine(cascade, {q: train.queries[q] for q in train_ids}, train.qrels, config.mine_depth,
-                     config.skip_top, config.max_negatives, progress)
+                     config.skip_top, config.max_negatives, config.easy_negatives, config.seed,
+                     config.max_positives, progress)
         held = dev_queries(cascade, {q: dev_texts[q] for q in dev_ids}, dev_qrels, config.mine_depth, progress)
         examples += mined
         dev += held
@@ -126,7 +132,7 @@ def dev_ndcg(scorer: CrossEncoder | None, dev: Sequence[DevQuery], batch_size: i
 
 class Trainer:
     def __init__(self, config: TrainConfig, data: TrainData):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         quiet_transformers()
         self.config, self.data = config, data
@@ -149,14 +155,23 @@ class Trainer:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             # a bi-encoder base gets a fresh one-logit head: that is what training is for
-            self.model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).float().to(self.device)
+            model_config = AutoConfig.from_pretrained(path, num_labels=1)
+            if hasattr(model_config, "attention_probs_dropout_prob"):
+                # dropout on attention probabilities forces SDPA off its fused kernel: 3.5x slower steps on
+                # this CPU (measured), for a regulariser fine-tuning does not need; hidden dropout stays
+                model_config.attention_probs_dropout_prob = 0.0
+            model, info = AutoModelForSequenceClassification.from_pretrained(path, config=model_config,
+                                                                             output_loading_info=True)
+            self.model = model.float().to(self.device)
         except (OSError, ValueError) as e:
             raise CascadeError(f"could not load base model {config.base!r}: {str(e).splitlines()[0]}") from None
         if config.layers:
             keep_layers(self.model, config.layers)
         per_step = config.batch_queries * config.grad_accum
         self.total_steps = config.max_steps or max(1, math.ceil(config.epochs * len(data.examples) / per_step))
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=0.01)
+        fresh_head = any(k.startswith("classifier") for k in info["missing_keys"])
+        head_lr = config.head_lr or (FRESH_HEAD_LR if fresh_head else config.lr)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, config.lr, head_lr), weight_decay=0.01)
         warm = max(1, int(config.warmup * self.total_steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min((s + 1) / warm, max(0.0, (self.total_steps - s) / max(1, self.total_steps - warm))))
@@ -273,9 +288,27 @@ class Trainer:
         atomic_write(self.out / "README.md", model_card(self.config, self.data, result))
 
 
+def param_groups(model: torch.nn.Module, lr: float, head_lr: float) -> list[dict]:
+    """The encoder at `lr`; the pooler and classifier at `head_lr`.
+
+    Adam moves each weight by about lr per step, so a freshly initialised head (weights ~0.02) at an
+    encoder's 3e-5 needs hundreds of steps before scores differ at all: the loss sits at log(N).
+    """
+    head, body = [], []
+    for name, p in model.named_parameters():
+        (head if name.startswith("classifier") or ".pooler." in name else body).append(p)
+    return [{"params": body, "lr": lr}, {"params": head, "lr": head_lr}]
+
+
 def base_license(base: str) -> str:
+    """The base weights' license, which a fine-tuned model inherits (read from a local model card)."""
     if base == DEFAULT_ENCODER or Path(base) == bundled_path(DEFAULT_ENCODER):
         return "sentence-transformers/all-MiniLM-L6-v2, license Apache-2.0"
+    card = Path(base) / "README.md"
+    if card.is_file():
+        found = re.search(r"^license:\s*(\S+)", card.read_text(encoding="utf-8", errors="replace"), re.MULTILINE)
+        if found:
+            return f"license {found.group(1)}, from its model card"
     return "see its own model card for its license, which this model inherits"
 
 
@@ -324,7 +357,7 @@ A one-logit sequence-classification model: score = relevance of (query, passage)
 {sources}
 
 Hard negatives: the top {config.mine_depth} of Cascade's hybrid first stage minus judged positives
-(skipping the top {config.skip_top}).
+(skipping the top {config.skip_top}), plus {config.easy_negatives} random corpus passages per query.
 
 ## Training
 {distilled(config)}Loss `{config.loss}` with 1 positive + {config.negatives} negatives per query, {config.batch_queries} queries per
