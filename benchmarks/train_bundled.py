@@ -2,19 +2,18 @@
 
     python benchmarks/train_bundled.py [--work DIR] [--stage teacher|student|all] [--resume]
 
-1. teacher: `cascade train` on SciFact train (a seeded 10% of its queries held out as dev for checkpoint
-   choice), from the bundled all-MiniLM-L6-v2 weights, listwise loss over 1 positive + 7 negatives drawn
-   from the hybrid top 30 and 8 random passages per query;
-2. student: `cascade distill` of the teacher into 3 of its 6 layers (0, 2, 5), MarginMSE on the teacher's
-   scores mixed with 20% listwise label loss.
+1. teacher (cascade-reranker): `cascade train` on SciFact train (a seeded 10% of its queries held out as
+   dev for checkpoint choice), from the bundled all-MiniLM-L6-v2 weights: listwise loss over 1 positive +
+   7 negatives drawn from the hybrid top 30 plus 8 random passages per query;
+2. student (cascade-reranker-small): `cascade distill` of the teacher into 3 of its 6 layers (0, 2, 5),
+   MarginMSE on the teacher's scores mixed with 20% listwise label loss.
 
-NFCorpus train is not used: mixed into training from the start (78% of the queries, relevance-1 labels
-only, ~40 per query), dev nDCG@10 stayed at the level of a random reranker for 100+ steps while SciFact
-alone learns within 50 (see the closing note of the training issue). Test splits are never read.
-
-Each model is copied into cascade/weights/<name>/ as bf16 safetensors with its tokenizer and model card
-(training checkpoints and teacher-score caches stay in --work). Timings and dev numbers land in the model
-cards; `python benchmarks/beir_eval.py` then measures the test numbers.
+NFCorpus train is not used. Mixed in from the start (78% of the queries, ~40 relevance-1 labels each),
+dev nDCG@10 stayed at a random reranker's level for 100+ steps, while SciFact alone learns within 50;
+as a second stage after SciFact it lowered the mixed dev nDCG@10 (closing note of the training issue).
+Test splits are never read. Each bundled model is copied into cascade/weights/<name>/ as bf16
+safetensors with its tokenizer and model card (checkpoints and teacher-score caches stay in --work).
+`python benchmarks/beir_eval.py` then measures the test numbers.
 """
 
 from __future__ import annotations
@@ -26,17 +25,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "beir"
-DATASETS = [str(DATA / "scifact")]
-COMMON = ["--epochs", "3", "--lr", "1e-4", "--eval-every", "50", "--patience", "3"]
+SCIFACT = str(DATA / "scifact")
+SCHEDULE = ["--epochs", "3", "--lr", "1e-4", "--eval-every", "50", "--patience", "3"]
 
 
-def teacher_args(work: Path) -> list[str]:
-    return ["train", *DATASETS, "--out", str(work / "teacher"), "--easy-negatives", "8", *COMMON]
+def steps(work: Path) -> dict[str, list[str]]:
+    """The `cascade` command lines, in order: the student learns from the teacher."""
+    return {
+        "teacher": ["train", SCIFACT, "--out", str(work / "teacher"), "--easy-negatives", "8", *SCHEDULE],
+        "student": ["distill", "--teacher", str(work / "teacher"), "--layers", "3", SCIFACT, "--out",
+                    str(work / "student"), "--max-negatives", "7", "--max-positives", "2", "--easy-negatives", "3",
+                    "--label-weight", "0.2", *SCHEDULE],
+    }
 
 
-def student_args(work: Path) -> list[str]:
-    return ["distill", "--teacher", str(work / "teacher"), "--layers", "3", *DATASETS, "--out", str(work / "student"),
-            "--max-negatives", "7", "--max-positives", "4", "--easy-negatives", "4", "--label-weight", "0.2", *COMMON]
+BUNDLES = {"teacher": "cascade-reranker", "student": "cascade-reranker-small"}
 
 
 def bundle(src: Path, name: str) -> Path:
@@ -70,15 +73,13 @@ def main() -> None:
 
     from cascade.cli import main as cascade
 
-    resume = ["--resume"] if args.resume else []
-    if args.stage in ("teacher", "all"):
-        if cascade(teacher_args(args.work) + resume):
-            sys.exit("teacher training failed")
-        print("bundled", bundle(args.work / "teacher", "cascade-reranker"))
-    if args.stage in ("student", "all"):
-        if cascade(student_args(args.work) + resume):
-            sys.exit("student distillation failed")
-        print("bundled", bundle(args.work / "student", "cascade-reranker-small"))
+    for name, argv in steps(args.work).items():
+        if args.stage not in (name, "all"):
+            continue
+        if cascade(argv + (["--resume"] if args.resume else [])):
+            sys.exit(f"{name} training failed")
+        if name in BUNDLES:
+            print("bundled", bundle(args.work / name, BUNDLES[name]))
 
 
 if __name__ == "__main__":

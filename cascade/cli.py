@@ -331,16 +331,14 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def training_config(args: argparse.Namespace, **extra):
+    """A TrainConfig from the parsed flags of the same names; `extra` overrides them."""
     import shlex
+    from dataclasses import fields
 
     from cascade.train.trainer import TrainConfig
 
-    return TrainConfig(out=args.out, loss=args.loss, negatives=args.negatives, batch_queries=args.batch_queries,
-                       grad_accum=args.grad_accum, lr=args.lr, head_lr=args.head_lr, epochs=args.epochs, max_steps=args.max_steps,
-                       max_length=args.max_length, eval_every=args.eval_every, patience=args.patience,
-                       max_dev_queries=args.max_dev_queries, skip_top=args.skip_top, easy_negatives=args.easy_negatives, seed=args.seed,
-                       device=args.device, resume=args.resume, save_dtype=args.save_dtype, command=shlex.join(["cascade", *args.argv]),
-                       **extra)
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    return TrainConfig(**{**given, "command": shlex.join(["cascade", *args.argv]), **extra})
 
 
 def run_training(args: argparse.Namespace, config, teacher: str | None = None) -> None:
@@ -367,9 +365,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
     from cascade.models import resolve
 
     teacher = resolve(args.teacher)
-    config = training_config(args, base=teacher, teacher=args.teacher, layers=args.layers,
-                             distill_loss=args.distill_loss, label_weight=args.label_weight,
-                             max_negatives=args.max_negatives, max_positives=args.max_positives)
+    config = training_config(args, base=teacher)
     run_training(args, config, teacher=teacher)
 
 

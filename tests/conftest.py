@@ -16,6 +16,29 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
     return path
 
 
+def beir_slice(src: Path, out: Path, split: str, n_queries: int, distractors: int) -> Path:
+    """A small BEIR folder cut from a real one: the first `n_queries` of `split`, their judged documents and
+    `distractors` other documents, with qrels for that split only."""
+    import csv
+
+    from cascade.documents import load_documents
+
+    with open(src / "qrels" / f"{split}.tsv", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh, delimiter="\t"))[1:]
+    qids = list(dict.fromkeys(r[0] for r in rows))[:n_queries]
+    rows = [r for r in rows if r[0] in qids]
+    relevant = {r[1] for r in rows}
+    docs = load_documents(src)
+    keep = [d for d in docs if d.id in relevant] + [d for d in docs if d.id not in relevant][:distractors]
+    write_jsonl(out / "corpus.jsonl", [{"_id": d.id, "title": d.title, "text": d.text} for d in keep])
+    with open(src / "queries.jsonl", encoding="utf-8") as fh:
+        queries = [json.loads(line) for line in fh]
+    write_jsonl(out / "queries.jsonl", [q for q in queries if q["_id"] in qids])
+    (out / "qrels").mkdir()
+    (out / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join("\t".join(r) + "\n" for r in rows))
+    return out
+
+
 def make_cross_encoder(out: Path, num_labels: int = 1, seed: int = 0, layers: int = 2) -> Path:
     """A randomly initialised small BERT sequence classifier with MiniLM's real tokenizer."""
     import torch

@@ -1,4 +1,3 @@
-import csv
 import json
 
 import numpy as np
@@ -6,13 +5,12 @@ import pytest
 
 from cascade import CascadeError, Passage
 from cascade.cli import main
-from cascade.documents import load_documents
 from cascade.evaluate.beir import load_split
 from cascade.evaluate.diagnostics import diagnose
 from cascade.evaluate.runner import EvalResult, StageResult, doc_run, final_ranking, parse_stages
 from cascade.evaluate.sweep import parse_depths, suggest
 from cascade.pipeline import StageRuns
-from tests.conftest import write_jsonl
+from tests.conftest import beir_slice
 
 N_QUERIES = 25
 
@@ -20,20 +18,7 @@ N_QUERIES = 25
 @pytest.fixture(scope="module")
 def scifact_mini(scifact, tmp_path_factory):
     """A BEIR folder: SciFact's first 25 test queries, their abstracts, and 300 distractors."""
-    root = tmp_path_factory.mktemp("scifact-mini")
-    with open(scifact / "qrels" / "test.tsv", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh, delimiter="\t"))[1:]
-    qids = list(dict.fromkeys(r[0] for r in rows))[:N_QUERIES]
-    rows = [r for r in rows if r[0] in qids]
-    relevant = {r[1] for r in rows}
-    docs = load_documents(scifact)
-    keep = [d for d in docs if d.id in relevant] + [d for d in docs if d.id not in relevant][:300]
-    write_jsonl(root / "corpus.jsonl", [{"_id": d.id, "title": d.title, "text": d.text} for d in keep])
-    queries = [json.loads(line) for line in open(scifact / "queries.jsonl", encoding="utf-8")]
-    write_jsonl(root / "queries.jsonl", [q for q in queries if q["_id"] in qids])
-    (root / "qrels").mkdir()
-    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join("\t".join(r) + "\n" for r in rows))
-    return root
+    return beir_slice(scifact, tmp_path_factory.mktemp("scifact-mini"), "test", N_QUERIES, 300)
 
 
 def test_load_split_errors_name_the_problem(scifact, tmp_path):

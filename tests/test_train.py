@@ -1,6 +1,5 @@
 """Training end to end on CPU: a tiny model, a slice of SciFact, a few steps."""
 
-import csv
 import json
 
 import numpy as np
@@ -9,30 +8,16 @@ import torch
 
 from cascade import CascadeError, CrossEncoder
 from cascade.cli import main
-from cascade.documents import load_documents
 from cascade.train.data import hold_out
 from cascade.train.distill import score_with_teacher
 from cascade.train.trainer import TrainConfig, Trainer, keep_layers, prepare
-from tests.conftest import make_cross_encoder, write_jsonl
+from tests.conftest import beir_slice, make_cross_encoder
 
 
 @pytest.fixture(scope="module")
 def scifact_train_slice(scifact, tmp_path_factory):
     """60 SciFact training queries, their abstracts and 200 distractors, in BEIR layout (no dev split)."""
-    root = tmp_path_factory.mktemp("scifact-train")
-    with open(scifact / "qrels" / "train.tsv", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh, delimiter="\t"))[1:]
-    qids = list(dict.fromkeys(r[0] for r in rows))[:60]
-    rows = [r for r in rows if r[0] in qids]
-    relevant = {r[1] for r in rows}
-    docs = load_documents(scifact)
-    keep = [d for d in docs if d.id in relevant] + [d for d in docs if d.id not in relevant][:200]
-    write_jsonl(root / "corpus.jsonl", [{"_id": d.id, "title": d.title, "text": d.text} for d in keep])
-    queries = [json.loads(line) for line in open(scifact / "queries.jsonl", encoding="utf-8")]
-    write_jsonl(root / "queries.jsonl", [q for q in queries if q["_id"] in qids])
-    (root / "qrels").mkdir()
-    (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join("\t".join(r) + "\n" for r in rows))
-    return root
+    return beir_slice(scifact, tmp_path_factory.mktemp("scifact-train"), "train", 60, 200)
 
 
 @pytest.fixture(autouse=True)

@@ -64,7 +64,8 @@ def mine(cascade: Cascade, queries: dict[str, str], qrels: dict[str, dict[str, i
         for i in pool:  # best-ranked passage of each relevant document in the pool
             if passages[i].doc_id in relevant:
                 best.setdefault(passages[i].doc_id, i)
-        for doc in relevant - best.keys():  # relevant but missed by the first stage: its first passage
+        # relevant but missed by the first stage: its first passage (sorted: set order differs between processes)
+        for doc in sorted(relevant - best.keys()):
             if doc in by_doc:
                 best[doc] = by_doc[doc]
         negatives = [passages[i].content for i in pool[skip_top:] if passages[i].doc_id not in relevant][:max_negatives]

@@ -174,7 +174,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(param_groups(self.model, config.lr, head_lr), weight_decay=0.01)
         warm = max(1, int(config.warmup * self.total_steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min((s + 1) / warm, max(0.0, (self.total_steps - s) / max(1, self.total_steps - warm))))
+            self.optimizer,
+            lambda s: min((s + 1) / warm, max(0.0, (self.total_steps - s) / max(1, self.total_steps - warm))))
         self.step, self.best, self.best_step, self.bad_evals = 0, -1.0, 0, 0
         self.best_state: dict | None = None
         self.history: list[dict] = []
@@ -258,7 +259,8 @@ class Trainer:
         torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(), "step": self.step, "best": self.best,
                     "best_step": self.best_step, "bad_evals": self.bad_evals, "best_state": self.best_state,
-                    "history": self.history, "order": self.order, "rng": self.rng.getstate(), "torch_rng": torch.get_rng_state(),
+                    "history": self.history, "order": self.order, "rng": self.rng.getstate(),
+                    "torch_rng": torch.get_rng_state(),
                     "config": asdict(self.config)}, buf)
         atomic_write(self.out / CHECKPOINT, buf.getvalue())
 
@@ -337,6 +339,7 @@ def keep_layers(model: torch.nn.Module, n: int) -> list[int]:
 
 
 def model_card(config: TrainConfig, data: TrainData, result: TrainResult) -> str:
+    hardware = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     sources = "\n".join(f"- {s['dataset']}: {s['train_queries']} training queries, {s['dev_queries']} dev queries "
                         f"({s['dev']})" for s in data.sources)
     return f"""---
@@ -360,9 +363,10 @@ Hard negatives: the top {config.mine_depth} of Cascade's hybrid first stage minu
 (skipping the top {config.skip_top}), plus {config.easy_negatives} random corpus passages per query.
 
 ## Training
-{distilled(config)}Loss `{config.loss}` with 1 positive + {config.negatives} negatives per query, {config.batch_queries} queries per
-step x {config.grad_accum} accumulation, lr {config.lr}, max length {config.max_length}, seed {config.seed};
-{result.steps} steps in {result.seconds / 60:.1f} min on {platform.machine()} ({'cuda' if torch.cuda.is_available() else 'cpu'}).
+{distilled(config)}Loss `{config.loss}` with 1 positive + {config.negatives} negatives per query,
+{config.batch_queries} queries per step x {config.grad_accum} accumulation, lr {config.lr}, max length
+{config.max_length}, seed {config.seed}; {result.steps} steps in {result.seconds / 60:.1f} min on
+{platform.machine()} ({hardware}).
 Checkpoint chosen at step {result.best_step} by dev nDCG@10 of reranking the first stage's top {config.mine_depth}.
 
 Command: `{config.command}`
