@@ -188,9 +188,8 @@ def add_dataset_options(p: argparse.ArgumentParser, default_split: str) -> None:
 
 def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reranker", default=None, metavar="MODEL",
-                   help="cross-encoder dir, hub id, or a bundled name: cascade-reranker (the default) or "
-                        "cascade-reranker-small (distilled, faster); without a bundled model, "
-                        "cross-encoder/ms-marco-MiniLM-L-6-v2 from the local HF cache")
+                   help="cross-encoder dir or hub id (default: the bundled cascade-reranker; without it, "
+                        "cross-encoder/ms-marco-MiniLM-L-6-v2 from the local HF cache)")
     p.add_argument("--no-rerank", action="store_true", help="first stage only")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
 

@@ -14,8 +14,8 @@ from cascade.errors import CascadeError
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_RERANKER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-# Rerankers trained by `cascade train` / `cascade distill` and shipped in this package (model cards beside them).
-BUNDLED_RERANKERS = {"cascade-reranker": "reranker", "cascade-reranker-small": "reranker-small"}
+# Rerankers trained by `cascade train` and shipped in this package (model cards beside them).
+BUNDLED_RERANKERS = {"cascade-reranker": "reranker"}
 BUNDLED_RERANKER = "cascade-reranker"
 
 
