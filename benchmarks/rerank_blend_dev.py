@@ -1,0 +1,66 @@
+"""Dev-only study: does blending the cross-encoder's ranking with the first stage's help or hurt?
+
+    python benchmarks/rerank_blend_dev.py [--reranker cascade-reranker]
+
+For each dev query (SciFact: the seeded 10% of train that `cascade train` holds out; NFCorpus: its dev
+split), the hybrid top 30 is scored by the reranker once; the head is then ordered by
+1/(60 + cross-encoder rank) + beta/(60 + first-stage rank) for several beta (0 = the cross-encoder alone,
+as the cascade does today; inf = first-stage order). Writes benchmarks/results/rerank-blend-dev.{json,md}.
+No test split is read: this is where a blend weight would be chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "beir"
+RESULTS = ROOT / "benchmarks" / "results"
+BETAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, float("inf"))
+K = 60  # the RRF constant the first stage's fusion uses
+
+
+def blended_ndcg(candidates: list[str], rels: dict[str, int], scores: np.ndarray, beta: float) -> float:
+    from cascade.evaluate.metrics import ndcg_at, ranked
+
+    ce_rank = np.empty(len(scores))
+    ce_rank[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
+    first_rank = np.arange(1, len(scores) + 1)
+    final = 1 / (K + first_rank) if beta == float("inf") else 1 / (K + ce_rank) + beta / (K + first_rank)
+    run: dict[str, float] = {}
+    for doc, s in sorted(zip(candidates, final.tolist()), key=lambda x: -x[1]):
+        run.setdefault(doc, s)  # MaxP: a document scores its best passage
+    return ndcg_at(ranked(run), rels, 10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reranker", default="cascade-reranker")
+    args = parser.parse_args()
+
+    from cascade.rerank import CrossEncoder
+    from cascade.train.trainer import TrainConfig, prepare
+
+    model = CrossEncoder(args.reranker)
+    table = {}
+    for name in ("scifact", "nfcorpus"):
+        dev = prepare([DATA / name], TrainConfig(out=str(RESULTS)), progress=False).dev
+        scored = [(q, model.predict([(q.query, text) for _, text in q.candidates], batch_size=8)) for q in dev]
+        table[name] = {"queries": len(dev), "ndcg@10": {
+            str(beta): float(np.mean([blended_ndcg([d for d, _ in q.candidates], q.rels, s, beta) for q, s in scored]))
+            for beta in BETAS}}
+    (RESULTS / "rerank-blend-dev.json").write_text(json.dumps({"reranker": args.reranker, **table}, indent=2) + "\n")
+    lines = ["| dev set | queries | " + " | ".join(f"beta {b:g}" for b in BETAS) + " |",
+             "|---|---:|" + "---:|" * len(BETAS)]
+    for name, row in table.items():
+        lines.append(f"| {name} | {row['queries']} | " + " | ".join(f"{v:.4f}" for v in row["ndcg@10"].values()) + " |")
+    (RESULTS / "rerank-blend-dev.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
