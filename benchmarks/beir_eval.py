@@ -4,9 +4,9 @@
 
 SciFact is scored on its test split; NFCorpus on dev (its test split is withheld here). Each dataset is
 indexed from its corpus with Cascade's defaults, every first stage is evaluated, then hybrid top-150 ->
-rerank top-30 once per reranker (default: the bundled ones, the trained default and its distilled
-student). The raw JSON (with diagnostics) is written to benchmarks/results/beir-<dataset>-<split>.json
-beside the table (benchmarks/results/beir.md), which is also spliced into README.md.
+rerank top-30 once per reranker (default: the bundled cascade-reranker). The raw JSON (with
+diagnostics) is written to benchmarks/results/beir-<dataset>-<split>.json beside the table
+(benchmarks/results/beir.md), which is also spliced into README.md.
 """
 
 from __future__ import annotations

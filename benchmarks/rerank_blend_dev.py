@@ -24,17 +24,14 @@ BETAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, float("inf"))
 K = 60  # the RRF constant the first stage's fusion uses
 
 
-def blended_ndcg(candidates: list[str], rels: dict[str, int], scores: np.ndarray, beta: float) -> float:
-    from cascade.evaluate.metrics import ndcg_at, ranked
-
-    ce_rank = np.empty(len(scores))
-    ce_rank[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
+def blend(scores: np.ndarray, beta: float) -> np.ndarray:
+    """1/(K + cross-encoder rank) + beta/(K + first-stage rank); beta inf: first-stage order alone."""
     first_rank = np.arange(1, len(scores) + 1)
-    final = 1 / (K + first_rank) if beta == float("inf") else 1 / (K + ce_rank) + beta / (K + first_rank)
-    run: dict[str, float] = {}
-    for doc, s in sorted(zip(candidates, final.tolist()), key=lambda x: -x[1]):
-        run.setdefault(doc, s)  # MaxP: a document scores its best passage
-    return ndcg_at(ranked(run), rels, 10)
+    if beta == float("inf"):
+        return 1 / (K + first_rank)
+    ce_rank = np.empty(len(scores))
+    ce_rank[np.argsort(-scores, kind="stable")] = first_rank
+    return 1 / (K + ce_rank) + beta / (K + first_rank)
 
 
 def main() -> None:
@@ -43,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from cascade.rerank import CrossEncoder
-    from cascade.train.trainer import TrainConfig, prepare
+    from cascade.train.trainer import TrainConfig, prepare, query_ndcg
 
     model = CrossEncoder(args.reranker)
     table = {}
@@ -51,7 +48,7 @@ def main() -> None:
         dev = prepare([DATA / name], TrainConfig(out=str(RESULTS)), progress=False).dev
         scored = [(q, model.predict([(q.query, text) for _, text in q.candidates], batch_size=8)) for q in dev]
         table[name] = {"queries": len(dev), "ndcg@10": {
-            str(beta): float(np.mean([blended_ndcg([d for d, _ in q.candidates], q.rels, s, beta) for q, s in scored]))
+            str(beta): float(np.mean([query_ndcg(q, blend(s, beta)) for q, s in scored]))
             for beta in BETAS}}
     (RESULTS / "rerank-blend-dev.json").write_text(json.dumps({"reranker": args.reranker, **table}, indent=2) + "\n")
     lines = ["| dev set | queries | " + " | ".join(f"beta {b:g}" for b in BETAS) + " |",

@@ -146,7 +146,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", choices=("listwise", "margin", "bce"), default="listwise",
                    help="label loss: listwise softmax over 1 positive + N negatives, pairwise margin, or pointwise "
                         "BCE (listwise)")
-    p.add_argument("--negatives", type=positive, default=7, help="hard negatives per query and step (7)")
+    p.add_argument("--negatives", type=positive, default=7,
+                   help="negatives per query and step, drawn from its hard (and easy) pool (7)")
     p.add_argument("--batch-queries", type=positive, default=8, help="queries per step (8)")
     p.add_argument("--grad-accum", type=positive, default=1, help="gradient accumulation steps (1)")
     p.add_argument("--lr", type=float, default=3e-5, help="peak learning rate, linear warm-up and decay (3e-5)")

@@ -115,6 +115,14 @@ def prepare(datasets: Sequence[str | Path], config: TrainConfig, progress: bool 
     return TrainData(examples, dev, sources)
 
 
+def query_ndcg(q: DevQuery, scores: np.ndarray) -> float:
+    """nDCG@10 of a dev query's candidates ordered by `scores`; a document scores its best passage (MaxP)."""
+    run: dict[str, float] = {}
+    for (doc, _), s in sorted(zip(q.candidates, scores.tolist()), key=lambda x: -x[1]):
+        run.setdefault(doc, s)
+    return ndcg_at(ranked(run), q.rels, 10)
+
+
 def dev_ndcg(scorer: CrossEncoder | None, dev: Sequence[DevQuery], batch_size: int = 16) -> float:
     """Mean nDCG@10 after reranking each dev query's candidates (None: first-stage order)."""
     total = 0.0
@@ -123,10 +131,7 @@ def dev_ndcg(scorer: CrossEncoder | None, dev: Sequence[DevQuery], batch_size: i
             scores = -np.arange(len(q.candidates), dtype=float)
         else:
             scores = scorer.predict([(q.query, text) for _, text in q.candidates], batch_size=batch_size)
-        run: dict[str, float] = {}
-        for (doc, _), s in sorted(zip(q.candidates, scores.tolist()), key=lambda x: -x[1]):
-            run.setdefault(doc, s)
-        total += ndcg_at(ranked(run), q.rels, 10)
+        total += query_ndcg(q, scores)
     return total / max(len(dev), 1)
 
 
