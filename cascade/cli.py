@@ -11,6 +11,8 @@ from typing import Sequence
 
 from cascade.errors import CascadeError
 from cascade.evaluate.runner import STAGES as EVAL_STAGES
+from cascade.pipeline import DEFAULT_BUDGET_MS
+from cascade.rerank.cache import DEFAULT_TTL_S
 
 EXAMPLES = """\
 examples:
@@ -18,6 +20,7 @@ examples:
   cascade index ./notes --out ./idx              # .txt/.md folder, .jsonl file, or BEIR folder
   cascade search ./idx "why is p99 latency high under load?"
   cascade search ./idx "..." --reranker ./my-cross-encoder --rerank-depth 50 --json
+  cascade search ./idx "..." --budget-ms 100 --cache redis://localhost:6379/0
   cascade eval ../shared/data/beir/scifact --split test --report scifact.md
   cascade sweep ../shared/data/beir/nfcorpus --split dev --reranker ./my-cross-encoder
 """
@@ -34,6 +37,15 @@ def non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def budget(text: str) -> float | None:
+    if text.lower() in ("none", "off"):
+        return None
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 ms or 'none', got {text}")
     return value
 
 
@@ -73,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fusion", choices=("rrf", "weighted"), default="rrf",
                    help="rrf: reciprocal rank fusion (default); weighted: min-max normalised score sum")
     s.add_argument("--alpha", type=float, default=0.5, help="dense weight for --fusion weighted (default 0.5)")
+    s.add_argument("--budget-ms", type=budget, default=DEFAULT_BUDGET_MS, metavar="MS",
+                   help="latency budget for the whole search (default %(default)g). Reranking takes the largest "
+                        "depth its running cost estimate says fits, stops before a batch that would overrun, and "
+                        "marks the result degraded; 'none' = no limit")
+    s.add_argument("--cache", default="memory", metavar="SPEC",
+                   help="reranker score cache: memory (in-process LRU, default), none, or redis://host:port/db to "
+                        "share scores across processes and restarts (pip install 'cascade-retrieval[redis]')")
+    s.add_argument("--cache-ttl", type=positive, default=DEFAULT_TTL_S, metavar="S",
+                   help="seconds a score lives in Redis (default one week)")
     s.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
     d = sub.add_parser("demo", help="index the bundled demo corpus and show how reranking reorders it",
@@ -226,13 +247,15 @@ def cmd_search(args: argparse.Namespace) -> None:
     from cascade import Cascade
     from cascade.cli_format import format_result
     from cascade.pipeline import check_query
+    from cascade.rerank.cache import open_cache
 
     check_query(args.query)  # fail before loading models
     if args.retrieve < args.rerank_depth:
         raise CascadeError(f"--retrieve ({args.retrieve}) must be >= --rerank-depth ({args.rerank_depth})")
-    cascade = Cascade.load(args.index, reranker=reranker_spec(args), device=args.device)
+    cache = open_cache(args.cache, ttl_s=args.cache_ttl)  # a bad spec fails before models load
+    cascade = Cascade.load(args.index, reranker=reranker_spec(args), device=args.device, cache=cache)
     result = cascade.search(args.query, retrieve=args.retrieve, rerank_depth=args.rerank_depth, top=args.top,
-                            fusion=args.fusion, alpha=args.alpha)
+                            fusion=args.fusion, alpha=args.alpha, budget_ms=args.budget_ms)
     if args.json:
         out = result.to_dict()
         for hit in out["hits"]:

