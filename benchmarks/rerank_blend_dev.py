@@ -5,8 +5,8 @@
 For each dev query (SciFact: the seeded 10% of train that `cascade train` holds out; NFCorpus: its dev
 split), the hybrid top 30 is scored by the reranker once; the head is then ordered by
 1/(60 + cross-encoder rank) + beta/(60 + first-stage rank) for several beta (0 = the cross-encoder alone,
-as the cascade does today; inf = first-stage order). Writes benchmarks/results/rerank-blend-dev.{json,md}.
-No test split is read: this is where a blend weight would be chosen.
+the cascade's --blend 0; inf = first-stage order). Writes benchmarks/results/rerank-blend-dev.{json,md}.
+No test split is read: this is where the default blend (1) was chosen.
 """
 
 from __future__ import annotations
@@ -21,17 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "beir"
 RESULTS = ROOT / "benchmarks" / "results"
 BETAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, float("inf"))
-K = 60  # the RRF constant the first stage's fusion uses
 
 
 def blend(scores: np.ndarray, beta: float) -> np.ndarray:
-    """1/(K + cross-encoder rank) + beta/(K + first-stage rank); beta inf: first-stage order alone."""
+    """The cascade's blend (cascade/rerank/blend.py); beta inf: first-stage order alone."""
+    from cascade.rerank.blend import blended_scores
+
     first_rank = np.arange(1, len(scores) + 1)
-    if beta == float("inf"):
-        return 1 / (K + first_rank)
-    ce_rank = np.empty(len(scores))
-    ce_rank[np.argsort(-scores, kind="stable")] = first_rank
-    return 1 / (K + ce_rank) + beta / (K + first_rank)
+    return -first_rank.astype(float) if beta == float("inf") else blended_scores(scores, first_rank, beta)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from typing import Sequence
 from cascade.errors import CascadeError
 from cascade.evaluate.runner import STAGES as EVAL_STAGES
 from cascade.pipeline import DEFAULT_BUDGET_MS
+from cascade.rerank.blend import DEFAULT_BLEND
 from cascade.rerank.cache import DEFAULT_TTL_S
 
 EXAMPLES = """\
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("index", help="index directory written by `cascade index`")
     s.add_argument("query", help="the question or keywords")
     add_search_options(s)
+    add_blend_option(s)
     s.add_argument("--retrieve", type=positive, default=150, metavar="K", help="first-stage candidates (default 150)")
     s.add_argument("--rerank-depth", type=non_negative, default=30, metavar="D",
                    help="candidates the cross-encoder rescores; 0 = first stage only (default 30)")
@@ -111,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example:\n  cascade eval ../shared/data/beir/scifact --split test --json scifact.json "
                               "--report scifact.md --run-dir runs/")
     add_dataset_options(e, default_split="test")
+    add_blend_option(e)
     e.add_argument("--stages", default=",".join(EVAL_STAGES),
                    help=f"comma-separated subset of {','.join(EVAL_STAGES)} (default: all; hybrid+rerank is "
                         "skipped with a note when no reranker is available)")
@@ -124,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "latency, and suggest the smallest depth within 0.005 nDCG@10 of the best. "
                                    "Tune on a train/dev split, not test.")
     add_dataset_options(w, default_split="dev")
+    add_blend_option(w)
     w.add_argument("--depths", default="10,20,30,50,100,150", help="comma-separated depths (default 10,...,150)")
     w.add_argument("--latency-queries", type=positive, default=20, help="queries timed at every depth (20)")
     w.add_argument("--out", default=None, metavar="DIR",
@@ -208,6 +212,20 @@ def add_dataset_options(p: argparse.ArgumentParser, default_split: str) -> None:
     add_search_options(p)
 
 
+def add_blend_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--blend", type=blend_weight, default=DEFAULT_BLEND, metavar="B",
+                   help="order the reranked head by 1/(60 + reranker rank) + B/(60 + first-stage rank) (default "
+                        "%(default)g, chosen on dev: it keeps an out-of-domain reranker from undoing recall); "
+                        "0 = the reranker's raw order and scores")
+
+
+def blend_weight(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reranker", default=None, metavar="MODEL",
                    help="cross-encoder dir or hub id (default: the bundled cascade-reranker; without it, "
@@ -255,7 +273,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     cache = open_cache(args.cache, ttl_s=args.cache_ttl)  # a bad spec fails before models load
     cascade = Cascade.load(args.index, reranker=reranker_spec(args), device=args.device, cache=cache)
     result = cascade.search(args.query, retrieve=args.retrieve, rerank_depth=args.rerank_depth, top=args.top,
-                            fusion=args.fusion, alpha=args.alpha, budget_ms=args.budget_ms)
+                            fusion=args.fusion, alpha=args.alpha, budget_ms=args.budget_ms, blend=args.blend)
     if args.json:
         out = result.to_dict()
         for hit in out["hits"]:
@@ -303,7 +321,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.retrieve < args.rerank_depth:
         raise CascadeError(f"--retrieve ({args.retrieve}) must be >= --rerank-depth ({args.rerank_depth})")
     result = evaluate(cascade, split, stages, retrieve=args.retrieve, rerank_depth=args.rerank_depth,
-                      fusion=args.fusion, limit=args.queries, progress=not args.quiet)
+                      fusion=args.fusion, limit=args.queries, progress=not args.quiet, blend=args.blend)
     notes = diagnose(result, {q: split.qrels[q] for q in list(split.queries)[: result.queries]})
     table = stage_table(result)
     title = f"{result.dataset} / {result.split}: {result.queries} queries"
@@ -336,6 +354,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         raise CascadeError("a rerank depth sweep needs a reranker; drop --no-rerank")
     split, cascade = open_dataset(args, reranker_spec(args))
     result = sweep(cascade, split, depths, retrieve=args.retrieve, fusion=args.fusion, limit=args.queries,
+                   blend=args.blend,
                    latency_queries=args.latency_queries, progress=not args.quiet)
     out = Path(args.out or f"sweep-{result.dataset}-{result.split}")
     table = sweep_table(result)

@@ -20,6 +20,7 @@ from cascade.index import MANIFEST, BuildStats, Index
 from cascade.models import DEFAULT_ENCODER
 from cascade.rerank import Reranker, RerankerChoice, load_reranker
 from cascade.rerank import budget
+from cascade.rerank.blend import DEFAULT_BLEND, blended_scores, check_blend
 from cascade.rerank.budget import score_within
 from cascade.rerank.cache import CacheSpec, cache_key, open_cache
 from cascade.retrieve import FUSIONS, Encoder, fuse
@@ -153,12 +154,15 @@ class Cascade:
 
     def search(self, query: str, retrieve: int = 150, rerank_depth: int = 30, top: int = 8,
                fusion: str = "rrf", alpha: float = 0.5, batch_size: int = 8,
-               budget_ms: float | None = DEFAULT_BUDGET_MS) -> SearchResult:
+               budget_ms: float | None = DEFAULT_BUDGET_MS, blend: float = DEFAULT_BLEND) -> SearchResult:
         """Retrieve `retrieve` fused candidates, rerank the first `rerank_depth`, return the best `top`.
 
         `budget_ms` bounds the whole search (None: no limit): reranking takes the largest depth its cost
         estimate says fits in what the first stage left, and stops early if batches run slow; the result
         is then marked `degraded`.
+
+        `blend` orders the reranked head by 1/(60 + reranker rank) + blend/(60 + first-stage rank), which
+        is then its rerank score; 0 ranks (and scores) by the reranker's raw output (cascade/rerank/blend.py).
 
         Reranking batches of 8 pairs beat 32 on a 2-core CPU (less padding, attention matrices that stay
         in cache; benchmarks/rerank_latency.py), and small batches let a budget stop close to its limit.
@@ -166,7 +170,7 @@ class Cascade:
         if not isinstance(top, (int, np.integer)) or top < 1:
             raise CascadeError(f"top must be an integer >= 1, got {top!r}")
         run = self.run_stages(query, retrieve=retrieve, rerank_depth=rerank_depth, fusion=fusion, alpha=alpha,
-                              batch_size=batch_size, budget_ms=budget_ms)
+                              batch_size=batch_size, budget_ms=budget_ms, blend=blend)
         stage_lists = {"bm25": run.bm25, "dense": run.dense, "fusion": run.fusion}
         if run.rerank is not None:
             stage_lists["rerank"] = run.rerank
@@ -185,7 +189,7 @@ class Cascade:
 
     def run_stages(self, query: str, retrieve: int = 150, rerank_depth: int = 30, fusion: str = "rrf",
                    alpha: float = 0.5, batch_size: int = 8, first_stage_depth: int = 0,
-                   budget_ms: float | None = None) -> "StageRuns":
+                   budget_ms: float | None = None, blend: float = DEFAULT_BLEND) -> "StageRuns":
         """Every stage's ranking for one query (what `search` shows and `evaluate` scores).
 
         BM25 and dense retrieve max(retrieve, first_stage_depth) passages; fusion always uses the top
@@ -202,6 +206,7 @@ class Cascade:
             raise CascadeError(f"unknown fusion {fusion!r} (choose from {', '.join(FUSIONS)})")
         if budget_ms is not None and (not isinstance(budget_ms, (int, float, np.number)) or not budget_ms >= 0):
             raise CascadeError(f"budget_ms must be a number >= 0 or None (no limit), got {budget_ms!r}")
+        blend_beta = check_blend(blend)
         query = query.strip()
         depth = max(retrieve, first_stage_depth)
         t = [time.perf_counter()]
@@ -213,7 +218,7 @@ class Cascade:
         fused = fuse(fusion, (bm25[0][:retrieve], bm25[1][:retrieve]), (dense[0][:retrieve], dense[1][:retrieve]),
                      limit=retrieve, alpha=alpha)
         t.append(time.perf_counter())
-        order, rerank_scores, status = self._rerank(query, fused[0], rerank_depth, batch_size, deadline)
+        order, rerank_scores, status = self._rerank(query, fused[0], rerank_depth, batch_size, deadline, blend_beta)
         t.append(time.perf_counter())
         timings = {name: (b - a) * 1000 for name, a, b in zip(STAGES, t, t[1:])}
         timings["total"] = (t[-1] - t[0]) * 1000
@@ -222,11 +227,12 @@ class Cascade:
                          rerank_status=status)
 
     def _rerank(self, query: str, candidates: np.ndarray, depth: int, batch_size: int,
-                deadline: float | None) -> tuple[np.ndarray, np.ndarray | None, dict]:
-        """Reorder the first `depth` candidates by reranker score; the rest keep fused order.
+                deadline: float | None, blend_beta: float) -> tuple[np.ndarray, np.ndarray | None, dict]:
+        """Reorder the first `depth` candidates by reranker score (blended with first-stage rank); the rest
+        keep fused order.
 
         Cached scores are free; the misses are scored in first-stage order until `deadline`. Whatever
-        got a score goes on top in score order, the rest follow in first-stage order.
+        got a score goes on top in (blended) score order, the rest follow in first-stage order.
         """
         if self.reranker is None or depth == 0:
             reason = self.rerank_unavailable if self.reranker is None else "rerank_depth is 0"
@@ -252,11 +258,12 @@ class Cascade:
             if use_cache:
                 self.cache.put_many({keys[j]: float(s) for j, s in zip(misses, fresh)})
         done = np.flatnonzero(~np.isnan(scores))
-        best = done[np.argsort(-scores[done], kind="stable")]
+        final = blended_scores(scores[done], done + 1, blend_beta)
+        best = np.argsort(-final, kind="stable")
         rest = np.flatnonzero(np.isnan(scores))
-        order = np.concatenate([head[best], head[rest], candidates[depth:]])
+        order = np.concatenate([head[done[best]], head[rest], candidates[depth:]])
         degraded = len(done) < len(head)
-        return order, scores[best], {"status": "degraded" if degraded else "ok",
+        return order, final[best], {"status": "degraded" if degraded else "ok", "blend": blend_beta,
                                      "reason": f"latency budget: scored {len(done)} of {len(head)}" if degraded else "",
                                      "model": self.reranker.model_id, "depth": len(head), "planned_depth": planned,
                                      "scored": len(done), "cache_hits": len(cached), "degraded": degraded}

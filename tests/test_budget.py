@@ -117,7 +117,8 @@ def test_search_degrades_to_scored_head_then_first_stage_order(clock):
     words = {p.id: len(p.content.split()) for p in cascade.index.passages}
     lengths = np.array([words[i] for i in fused])
     two_batches = sum(4 * lengths[b].max() for b in prefix_batches(8, 4))
-    result = cascade.search("tides", retrieve=12, rerank_depth=12, top=12, budget_ms=two_batches + 0.5, batch_size=4)
+    result = cascade.search("tides", retrieve=12, rerank_depth=12, top=12, budget_ms=two_batches + 0.5, batch_size=4,
+                            blend=0)
     assert result.degraded and result.rerank["status"] == "degraded"
     assert result.rerank["scored"] == result.rerank["planned_depth"] == 8
     ids = [h.id for h in result.hits]

@@ -62,12 +62,12 @@ def test_index_update_never_serves_a_stale_score(tiny_ce, tmp_path, monkeypatch)
     ce = CrossEncoder(str(tiny_ce))
     cache = MemoryCache()
     cascade = Cascade.build(DOCS, tmp_path / "idx", reranker=ce, cache=cache)
-    before = {h.id: h.score for h in cascade.search("cache hit", rerank_depth=6, top=6, budget_ms=None).hits}
+    before = {h.id: h.score for h in cascade.search("cache hit", rerank_depth=6, top=6, budget_ms=None, blend=0).hits}
     changed = [dict(d, text="A cache hit is served from memory in microseconds.") if d["id"] == "c-1" else d
                for d in DOCS]
     cascade = Cascade.build(changed, tmp_path / "idx", reranker=ce, cache=cache)
     calls = count_model_calls(monkeypatch, ce)
-    after = cascade.search("cache hit", rerank_depth=6, top=6, budget_ms=None)
+    after = cascade.search("cache hit", rerank_depth=6, top=6, budget_ms=None, blend=0)
     assert calls == [1] and after.rerank["cache_hits"] == 5  # just the edited passage was rescored
     fresh = ce.predict([("cache hit", next(p.content for p in cascade.index.passages if p.id == "c-1"))])[0]
     scores = {h.id: h.score for h in after.hits}

@@ -2,6 +2,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from cascade import CascadeError, CrossEncoder
 from cascade.inference import length_sorted_batches
@@ -103,3 +104,27 @@ def test_resolution_explicit_bundled_cached_unavailable(tiny_ce, tmp_path, monke
     choice = load_reranker()
     assert choice.reranker.path == str(bundled) and choice.reranker.model_id == "cascade-reranker"
     assert load_reranker(str(tiny_ce)).reranker.path == str(tiny_ce)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_requested_without_cuda_is_a_clear_error(tiny_ce):
+    with pytest.raises(CascadeError, match="CUDA is not available"):
+        CrossEncoder(str(tiny_ce), device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_scores_track_cpu(tiny_ce):
+    cpu = CrossEncoder(str(tiny_ce), precision="fp32").predict(PAIRS)
+    gpu = CrossEncoder(str(tiny_ce), device="cuda")  # bf16 (or fp16) weights
+    assert gpu.dtype is not None and next(gpu.model.parameters()).is_cuda
+    np.testing.assert_allclose(gpu.predict(PAIRS), cpu, atol=0.05)
+
+
+def test_weights_are_cast_once_and_warm_up_seeds_the_cost_model(tiny_ce):
+    ce = CrossEncoder(str(tiny_ce), precision="bf16")
+    assert next(ce.model.parameters()).dtype == torch.bfloat16
+    assert ce.cost.ms_per_token is not None and ce.cost.ms_per_token > 0
+    cold = CrossEncoder(str(tiny_ce), precision="fp32", warm_up=False)
+    assert next(cold.model.parameters()).dtype == torch.float32 and cold.cost.ms_per_token is None
+    cold.predict(PAIRS)
+    assert cold.cost.ms_per_token > 0  # every scored batch feeds the estimate

@@ -15,14 +15,14 @@ def run_json(capsys, *args):
 
 def test_json_contract_with_reranker(small_index, tiny_ce, capsys):
     out = run_json(capsys, small_index, "does rate limiting increase latency", "--reranker", tiny_ce,
-                   "--retrieve", 6, "--rerank-depth", 4, "--top", 5)
+                   "--retrieve", 6, "--rerank-depth", 4, "--top", 5, "--blend", 0, "--budget-ms", "none")
     assert set(out) >= {"query", "hits", "timings_ms"}
     assert out["query"] == "does rate limiting increase latency"
     assert set(out["timings_ms"]) == {"bm25", "dense", "fusion", "rerank", "total"}
     assert all(v >= 0 for v in out["timings_ms"].values())
     assert out["timings_ms"]["total"] >= out["timings_ms"]["rerank"]
     assert out["rerank"] == {"status": "ok", "reason": "", "model": str(tiny_ce), "depth": 4, "planned_depth": 4,
-                             "scored": 4, "cache_hits": 0, "degraded": False}
+                             "scored": 4, "cache_hits": 0, "degraded": False, "blend": 0.0}
     assert out["degraded"] is False
     hits = out["hits"]
     assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5]

@@ -20,6 +20,7 @@ from cascade.errors import CascadeError
 from cascade.evaluate.beir import Split
 from cascade.evaluate.metrics import mean, per_query
 from cascade.pipeline import Cascade, RerankerSpec, StageRuns
+from cascade.rerank.blend import DEFAULT_BLEND
 
 STAGES = ("bm25", "dense", "hybrid", "hybrid+rerank")
 RUN_DEPTH = 1000  # documents kept per query in first-stage runs, as BEIR/trec_eval runs do
@@ -95,8 +96,8 @@ def final_ranking(runs: StageRuns) -> tuple[np.ndarray, np.ndarray]:
 
 def evaluate(cascade: Cascade, split: Split, stages: Sequence[str] = STAGES, retrieve: int = 150,
              rerank_depth: int = 30, fusion: str = "rrf", limit: int | None = None,
-             progress: bool = True) -> EvalResult:
-    """Score each requested stage on `split` (optionally its first `limit` queries)."""
+             progress: bool = True, blend: float = DEFAULT_BLEND) -> EvalResult:
+    """Score each requested stage on `split` (optionally its first `limit` queries), with no latency budget."""
     stages = list(stages)
     if "hybrid+rerank" in stages and cascade.reranker is None:
         raise CascadeError(f"stage hybrid+rerank needs a reranker: {cascade.rerank_unavailable}")
@@ -111,7 +112,7 @@ def evaluate(cascade: Cascade, split: Split, stages: Sequence[str] = STAGES, ret
     passages = cascade.index.passages
     for qid in tqdm(qids, desc=f"evaluating {split.name}/{split.split}", unit="q", disable=not progress):
         r = cascade.run_stages(split.queries[qid], retrieve=retrieve, rerank_depth=depth, fusion=fusion,
-                               first_stage_depth=first_stage_depth)
+                               first_stage_depth=first_stage_depth, blend=blend)
         t = r.timings_ms
         ranked = {"bm25": (r.bm25, t["bm25"]), "dense": (r.dense, t["dense"]),
                   "hybrid": (r.fusion, t["bm25"] + t["dense"] + t["fusion"])}
@@ -131,7 +132,7 @@ def evaluate(cascade: Cascade, split: Split, stages: Sequence[str] = STAGES, ret
             ms |= {"rerank_p50": float(np.percentile(rerank_ms, 50)), "rerank_p95": float(np.percentile(rerank_ms, 95))}
         results[s] = StageResult(metrics={m: mean(v) for m, v in pq.items()}, per_query=pq, latency_ms=ms, run=runs[s])
     return EvalResult(dataset=split.name, split=split.split, queries=len(qids),
-                      settings={"retrieve": retrieve, "rerank_depth": rerank_depth, "fusion": fusion,
+                      settings={"retrieve": retrieve, "rerank_depth": rerank_depth, "fusion": fusion, "blend": blend,
                                 "reranker": cascade.reranker.model_id if cascade.reranker else None,
                                 "encoder": cascade.encoder.model_id,
                                 "passage_words": cascade.index.manifest["settings"]["passage_words"],

@@ -18,6 +18,7 @@ from cascade.evaluate.beir import Split
 from cascade.evaluate.metrics import mean, per_query
 from cascade.evaluate.runner import RUN_DEPTH, doc_run
 from cascade.pipeline import Cascade
+from cascade.rerank.blend import DEFAULT_BLEND, blended_scores
 
 TOLERANCE = 0.005
 
@@ -56,7 +57,8 @@ def suggest(rows: Sequence[dict], tolerance: float = TOLERANCE) -> tuple[int, in
 
 
 def sweep(cascade: Cascade, split: Split, depths: Sequence[int], retrieve: int = 150, fusion: str = "rrf",
-          limit: int | None = None, latency_queries: int = 20, progress: bool = True) -> SweepResult:
+          limit: int | None = None, latency_queries: int = 20, progress: bool = True,
+          blend: float = DEFAULT_BLEND) -> SweepResult:
     if cascade.reranker is None:
         raise CascadeError(f"a depth sweep needs a reranker: {cascade.rerank_unavailable}")
     depths = sorted(depths)
@@ -66,13 +68,15 @@ def sweep(cascade: Cascade, split: Split, depths: Sequence[int], retrieve: int =
     passages = cascade.index.passages
     runs: dict[int, dict] = {d: {} for d in [0, *depths]}
     for qid in tqdm(qids, desc=f"sweeping {split.name}/{split.split}", unit="q", disable=not progress):
-        r = cascade.run_stages(split.queries[qid], retrieve=retrieve, rerank_depth=depths[-1], fusion=fusion)
+        r = cascade.run_stages(split.queries[qid], retrieve=retrieve, rerank_depth=depths[-1], fusion=fusion,
+                               blend=0)  # raw scores once; each depth's blend is computed from them below
         fused = r.fusion[0]
         score = dict(zip(r.rerank[0].tolist(), r.rerank[1].tolist()))
         runs[0][qid] = doc_run(passages, fused, -np.arange(len(fused), dtype=float), RUN_DEPTH)
         for d in depths:
-            head = sorted(fused[:d].tolist(), key=lambda i: -score[i])
-            order = np.array(head + fused[d:].tolist(), dtype=np.int64)
+            final = blended_scores(np.array([score[i] for i in fused[:d]]), np.arange(1, d + 1), blend)
+            head = fused[:d][np.argsort(-final, kind="stable")]
+            order = np.concatenate([head, fused[d:]]).astype(np.int64)
             runs[d][qid] = doc_run(passages, order, -np.arange(len(order), dtype=float), RUN_DEPTH)
     qrels = {q: split.qrels[q] for q in qids}
     ndcg = {d: mean(per_query(runs[d], qrels, ["ndcg@10"])["ndcg@10"]) for d in runs}
@@ -80,7 +84,8 @@ def sweep(cascade: Cascade, split: Split, depths: Sequence[int], retrieve: int =
     latency: dict[int, list[float]] = {d: [] for d in depths}
     for qid in tqdm(timing_qids, desc="timing rerank depths", unit="q", disable=not progress):
         for d in depths:
-            t = cascade.run_stages(split.queries[qid], retrieve=retrieve, rerank_depth=d, fusion=fusion).timings_ms
+            t = cascade.run_stages(split.queries[qid], retrieve=retrieve, rerank_depth=d, fusion=fusion,
+                                   blend=blend).timings_ms
             latency[d].append(t["rerank"])
     rows = [{"depth": d, "ndcg@10": ndcg[d], "latency_ms": {"p50": float(np.percentile(latency[d], 50)),
                                                             "p95": float(np.percentile(latency[d], 95))}}
@@ -89,4 +94,4 @@ def sweep(cascade: Cascade, split: Split, depths: Sequence[int], retrieve: int =
     return SweepResult(dataset=split.name, split=split.split, queries=len(qids), rows=rows,
                        baseline={"ndcg@10": ndcg[0]}, best=best, suggested=suggested,
                        settings={"retrieve": retrieve, "fusion": fusion, "reranker": cascade.reranker.model_id,
-                                 "latency_queries": len(timing_qids), "tolerance": TOLERANCE})
+                                 "blend": blend, "latency_queries": len(timing_qids), "tolerance": TOLERANCE})

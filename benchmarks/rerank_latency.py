@@ -1,0 +1,284 @@
+"""Rerank latency and quality, side by side, in one run: writes benchmarks/results/rerank-latency.{json,md}.
+
+    python benchmarks/rerank_latency.py [--data ../shared/data/beir/scifact] [--queries 100] [--extra DIR ...]
+
+On the same hybrid top-D candidates of the first N SciFact test queries (D = 30 and 100), it times:
+  * the baseline: sentence-transformers CrossEncoder.predict(pairs, batch_size=32), fp32, max_length 512,
+    with the same weights (the bundled cascade-reranker): "the same model run the slow way";
+  * Cascade's CrossEncoder in each configuration: precision, token budget (max_length), batch size;
+  * the full search path with its default 200 ms budget (how many candidates fit, the quality that keeps);
+  * warm score-cache hits (in-process and Redis, when redis-server is installed);
+and reports p50/p95 ms per query, pairs/s and nDCG@10 for each row. Ratios are against the baseline
+measured in this run. The token budget (max_length) is chosen on dev, in the same run: nDCG@10 and p50
+per max_length on the trainer's held-out 10% of SciFact train; the test rows never choose anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from beir_eval import splice_readme
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+@dataclass
+class Row:
+    name: str
+    depth: int
+    ms: list[float]
+    pairs: int
+    ndcg: float
+    note: str = ""
+
+    def summary(self) -> dict:
+        return {"name": self.name, "depth": self.depth, "p50_ms": round(float(np.percentile(self.ms, 50)), 1),
+                "p95_ms": round(float(np.percentile(self.ms, 95)), 1),
+                "pairs_per_s": round(self.pairs / (sum(self.ms) / 1000), 1), "ndcg@10": round(self.ndcg, 4),
+                "note": self.note}
+
+
+def ndcg_of(cascade, split, qids, candidates, head_scores) -> float:
+    """Mean nDCG@10 of: the scored head in score order, then the rest of the fused list (MaxP documents)."""
+    from cascade.evaluate.metrics import mean, per_query
+    from cascade.evaluate.runner import RUN_DEPTH, doc_run
+
+    run = {}
+    for qid, cands, scores in zip(qids, candidates, head_scores):
+        n = len(scores)
+        best = np.argsort(-scores, kind="stable")
+        order = np.concatenate([cands[:n][best], cands[n:]])
+        floor = float(scores.min()) if n else 0.0
+        ranked_scores = np.concatenate([scores[best], floor - 1.0 - np.arange(len(cands) - n)])
+        run[qid] = doc_run(cascade.index.passages, order, ranked_scores, RUN_DEPTH)
+    return mean(per_query(run, {q: split.qrels[q] for q in qids}, ["ndcg@10"])["ndcg@10"])
+
+
+def time_predict(name, predict, cascade, split, qids, texts, candidates, depth, note="") -> Row:
+    """Score the top `depth` candidates of every query with `predict(pairs) -> scores`, one call per query."""
+    content = [p.content for p in cascade.index.passages]
+    pairs_of = [[(texts[q], content[int(i)]) for i in c[:depth]] for q, c in zip(qids, candidates)]
+    predict(pairs_of[0])  # warm-up
+    ms, scores = [], []
+    for pairs in pairs_of:
+        start = time.perf_counter()
+        scores.append(np.asarray(predict(pairs), dtype=np.float32))
+        ms.append((time.perf_counter() - start) * 1000)
+    row = Row(name, depth, ms, sum(len(p) for p in pairs_of), ndcg_of(cascade, split, qids, candidates, scores), note)
+    print(json.dumps(row.summary()), flush=True)
+    return row
+
+
+def time_search(name, cascade, split, qids, texts, depth, budget_ms, repeat=False, note="") -> tuple[Row, list]:
+    """The rerank stage of the real search path (cache, budget), as `search` runs it."""
+    from cascade.evaluate.metrics import mean, per_query
+    from cascade.evaluate.runner import RUN_DEPTH, doc_run, final_ranking
+
+    def one_pass():
+        out = []
+        for q in qids:
+            out.append(cascade.run_stages(texts[q], retrieve=150, rerank_depth=depth, budget_ms=budget_ms))
+        return out
+
+    runs = one_pass()
+    if repeat:  # the second pass is served from the score cache
+        runs = one_pass()
+    run = {q: doc_run(cascade.index.passages, *final_ranking(r), RUN_DEPTH) for q, r in zip(qids, runs)}
+    ndcg = mean(per_query(run, {q: split.qrels[q] for q in qids}, ["ndcg@10"])["ndcg@10"])
+    scored = [r.rerank_status["scored"] for r in runs]
+    row = Row(name, depth, [r.timings_ms["rerank"] for r in runs], sum(scored), ndcg, note)
+    print(json.dumps(row.summary()), flush=True)
+    return row, runs
+
+
+class RedisProcess:
+    def __init__(self, tmp: Path):
+        import redis
+
+        port = 6390 + int(time.time()) % 500
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                redis.Redis.from_url(self.url).ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise SystemExit("redis-server did not start")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "beir" / "scifact")
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--model", default="cascade-reranker")
+    parser.add_argument("--extra", nargs="*", default=[], help="more cross-encoders to time at the default settings "
+                                                                 "(e.g. a distilled student)")
+    parser.add_argument("--dev-queries", type=int, default=None, help="limit the dev curve (default: all 81)")
+    args = parser.parse_args()
+
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+
+    from cascade import CrossEncoder
+    from cascade.evaluate.beir import load_split
+    from cascade.evaluate.runner import open_cascade
+    from cascade.models import resolve
+    from cascade.pipeline import DEFAULT_BUDGET_MS
+    from cascade.rerank.cache import MemoryCache, RedisCache
+
+    split = load_split(args.data, "test")
+    qids = list(split.queries)[: args.queries]
+    texts = split.queries
+    cascade = open_cascade(args.data, None, None, progress=False)
+    candidates = [cascade.run_stages(texts[q], retrieve=150, rerank_depth=0).fusion[0][:100] for q in qids]
+
+    dev = dev_curve(args.data, cascade, args.model, args.dev_queries)
+    rows: list[Row] = []
+    default = CrossEncoder(args.model)  # bf16 where the CPU has AMX, model's trained max_length
+    default_len = default.max_length
+    common = (cascade, split, qids, texts, candidates)
+
+    # fp32 explicitly: transformers would otherwise keep the bf16 the bundled weights are stored in
+    baseline = STCrossEncoder(str(resolve(args.model)), device="cpu", max_length=512,
+                              model_kwargs={"dtype": torch.float32})
+    assert next(baseline.model.parameters()).dtype == torch.float32
+    rows.append(time_predict("baseline: sentence-transformers CrossEncoder, fp32, max_length 512, batch 32",
+                             lambda p: baseline.predict(p, batch_size=32, show_progress_bar=False), *common, depth=30))
+
+    fp32 = CrossEncoder(args.model, precision="fp32", max_length=512)
+    rows.append(time_predict("cascade fp32, max_length 512, batch 8", lambda p: fp32.predict(p, batch_size=8),
+                             *common, depth=30))
+    for max_length in sorted({512, default_len, 128}, reverse=True):
+        ce = default if max_length == default_len else CrossEncoder(args.model, max_length=max_length)
+        label = " (default)" if max_length == default_len else ""
+        for depth in (30, 100):
+            for bs in ((8, 32) if max_length == default_len and depth == 30 else (8,)):
+                rows.append(time_predict(f"cascade bf16, max_length {max_length}, batch {bs}{label}",
+                                         lambda p, ce=ce, bs=bs: ce.predict(p, batch_size=bs), *common, depth=depth))
+    for extra in args.extra:
+        ce = CrossEncoder(extra)
+        for depth in (30, 100):
+            rows.append(time_predict(f"{Path(extra).name} bf16, max_length {ce.max_length}, batch 8",
+                                     lambda p, ce=ce: ce.predict(p, batch_size=8), *common, depth=depth))
+
+    cascade.reranker = default
+    scored = {}
+    for depth in (30, 100):
+        row, runs = time_search(f"search path, budget {DEFAULT_BUDGET_MS:g} ms (default), max_length {default_len}",
+                                *common[:4], depth=depth, budget_ms=DEFAULT_BUDGET_MS,
+                                note="pairs/s counts scored pairs")
+        rows.append(row)
+        scored[str(depth)] = {"mean_scored": round(float(np.mean([r.rerank_status["scored"] for r in runs])), 1),
+                         "degraded_share": round(float(np.mean([r.rerank_status["degraded"] for r in runs])), 3)}
+
+    cache_rows = {}
+    cascade.cache = MemoryCache()
+    row, _ = time_search("warm cache hit, in-process LRU", *common[:4], depth=30, budget_ms=None, repeat=True)
+    rows.append(row)
+    cache_rows["memory"] = row.summary()
+    if shutil.which("redis-server"):
+        with tempfile.TemporaryDirectory() as tmp:
+            server = RedisProcess(Path(tmp))
+            try:
+                cascade.cache = RedisCache(server.url)
+                row, _ = time_search("warm cache hit, Redis on loopback", *common[:4], depth=30, budget_ms=None,
+                                     repeat=True)
+                rows.append(row)
+                cache_rows["redis"] = row.summary()
+            finally:
+                server.stop()
+
+    base = rows[0].summary()
+    report = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                    "torch": torch.__version__, "python": platform.python_version()},
+        "data": str(args.data), "queries": len(qids), "model": args.model, "default_max_length": default_len,
+        "rows": [dict(r.summary(), speedup_vs_baseline_p50=round(base["p50_ms"] / r.summary()["p50_ms"], 1)
+                      if r.depth == 30 else None) for r in rows],
+        "budget": scored,
+        "dev": dev,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "rerank-latency.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = render(report)
+    (RESULTS / "rerank-latency.md").write_text(table)
+    splice_readme("rerank-latency", table)
+    print(table)
+
+
+def render(r: dict) -> str:
+    lines = [
+        f"Reranking the hybrid top-D of {r['queries']} SciFact test queries with `{r['model']}` "
+        f"({r['machine']['threads']} CPU threads, torch {r['machine']['torch']}); ms per query:",
+        "",
+        "| configuration | D | p50 ms | p95 ms | pairs/s | nDCG@10 | p50 speed-up vs baseline |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in r["rows"]:
+        speed = f"{row['speedup_vs_baseline_p50']}x" if row["speedup_vs_baseline_p50"] else "—"
+        lines.append(f"| {row['name']} | {row['depth']} | {row['p50_ms']} | {row['p95_ms']} | {row['pairs_per_s']} | "
+                     f"{row['ndcg@10']:.4f} | {speed} |")
+    b = r["budget"]
+    lines += ["", f"With the default 200 ms budget the search path scored {b['30']['mean_scored']} of 30 candidates "
+              f"on average (degraded on {100 * b['30']['degraded_share']:.0f}% of queries) and "
+              f"{b['100']['mean_scored']} of 100 ({100 * b['100']['degraded_share']:.0f}%); its latency column is "
+              "the rerank stage only. Cache rows time a repeated query's rerank stage.", "",
+              f"Token budget, chosen on dev ({r['dev']['queries']} held-out SciFact train queries, D=30, "
+              "batch 8): the smallest max_length within 0.005 nDCG@10 of the best is "
+              f"**{r['dev']['chosen']}**.", "",
+              "| max_length | dev nDCG@10 | p50 ms |", "|---:|---:|---:|",
+              *[f"| {c['max_length']} | {c['ndcg@10']:.4f} | {c['p50_ms']} |" for c in r["dev"]["curve"]], ""]
+    return "\n".join(lines)
+
+
+def dev_curve(data: Path, cascade, model: str, limit: int | None = None,
+              lengths=(128, 192, 256, 320, 384, 512)) -> dict:
+    """nDCG@10 and p50 per max_length on the trainer's dev split (a seeded 10% of SciFact train)."""
+    from cascade import CrossEncoder
+    from cascade.evaluate.beir import load_split
+    from cascade.train.data import dev_queries, hold_out
+    from cascade.train.trainer import TrainConfig, query_ndcg
+
+    config = TrainConfig(out=Path("unused"))  # only its dev-split defaults
+    train = load_split(data, "train")
+    _, dev = hold_out(list(train.queries), config.dev_fraction, config.seed)
+    dev = dev[:limit]
+    queries = dev_queries(cascade, {q: train.queries[q] for q in dev}, {q: train.qrels[q] for q in dev}, depth=30,
+                          progress=False)
+    curve = []
+    for max_length in lengths:
+        ce = CrossEncoder(model, max_length=max_length)
+        ce.predict([(queries[0].query, t) for _, t in queries[0].candidates], batch_size=8)
+        ms, ndcg = [], []
+        for q in queries:
+            start = time.perf_counter()
+            scores = ce.predict([(q.query, t) for _, t in q.candidates], batch_size=8)
+            ms.append((time.perf_counter() - start) * 1000)
+            ndcg.append(query_ndcg(q, scores))
+        curve.append({"max_length": max_length, "ndcg@10": round(float(np.mean(ndcg)), 4),
+                      "p50_ms": round(float(np.percentile(ms, 50)), 1)})
+        print(json.dumps(curve[-1]), flush=True)
+    best = max(c["ndcg@10"] for c in curve)
+    chosen = min(c["max_length"] for c in curve if c["ndcg@10"] >= best - 0.005)
+    return {"queries": len(queries), "curve": curve, "chosen": chosen}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Blending the reranker's ranking with the first stage's (cascade/rerank/blend.py)."""
+
+import numpy as np
+import pytest
+
+from cascade import Cascade, CascadeError, CrossEncoder
+from cascade.rerank.blend import blended_scores, check_blend
+from tests.conftest import DOCS
+
+
+def test_blended_scores_by_hand():
+    scores = np.array([0.1, 0.9, 0.5])  # reranker ranks 3, 1, 2; first-stage ranks 1, 2, 3
+    got = blended_scores(scores, np.array([1, 2, 3]), 1.0)
+    np.testing.assert_allclose(got, [1 / 63 + 1 / 61, 1 / 61 + 1 / 62, 1 / 62 + 1 / 63], rtol=1e-6)
+    np.testing.assert_allclose(blended_scores(scores, np.array([1, 2, 3]), 0.0), scores)
+    # a heavy first-stage weight keeps first-stage order; none keeps the reranker's
+    assert np.argsort(-blended_scores(scores, np.array([1, 2, 3]), 50.0)).tolist() == [0, 1, 2]
+    assert np.argsort(-blended_scores(scores, np.array([1, 2, 3]), 0.0)).tolist() == [1, 2, 0]
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("inf"), float("nan"), "1", True])
+def test_bad_blend_weights_are_refused(bad):
+    with pytest.raises(CascadeError, match="blend must be"):
+        check_blend(bad)
+
+
+def test_search_orders_the_head_by_the_blend(tiny_ce):
+    ce = CrossEncoder(str(tiny_ce), precision="fp32")
+    cascade = Cascade.build(DOCS, reranker=ce, cache=None)
+    query = "does rate limiting increase latency"
+    fused = cascade.search(query, rerank_depth=0, top=6).hits
+    raw = ce.predict([(query, next(p.content for p in cascade.index.passages if p.id == h.id)) for h in fused])
+    alone = cascade.search(query, rerank_depth=6, top=6, blend=0, budget_ms=None)
+    assert [h.id for h in alone.hits] == [fused[i].id for i in np.argsort(-raw, kind="stable")]
+    np.testing.assert_allclose([h.score for h in alone.hits], np.sort(raw)[::-1], rtol=1e-5)
+    blended = cascade.search(query, rerank_depth=6, top=6, blend=1.0, budget_ms=None)
+    want = blended_scores(raw, np.arange(1, 7), 1.0)
+    assert [h.id for h in blended.hits] == [fused[i].id for i in np.argsort(-want, kind="stable")]
+    np.testing.assert_allclose([h.score for h in blended.hits], np.sort(want)[::-1], rtol=1e-5)
+    assert blended.rerank["blend"] == 1.0
