@@ -4,7 +4,8 @@
 
 SciFact is scored on its test split; NFCorpus on dev (its test split is withheld here). Each dataset is
 indexed from its corpus with Cascade's defaults, every first stage is evaluated, then hybrid top-150 ->
-rerank top-30 once per reranker (default: the bundled cascade-reranker). The raw JSON (with
+rerank top-30 per reranker (default: the bundled cascade-reranker), with the default blend of reranker and
+first-stage ranks and with blend 0 (the reranker's order alone). The raw JSON (with
 diagnostics) is written to benchmarks/results/beir-<dataset>-<split>.json beside the table
 (benchmarks/results/beir.md), which is also spliced into README.md.
 """
@@ -40,6 +41,7 @@ def main() -> None:
     from cascade.evaluate.runner import evaluate, open_cascade
     from cascade.pipeline import Cascade
     from cascade.rerank import CrossEncoder, RerankerChoice
+    from cascade.rerank.blend import DEFAULT_BLEND
 
     rerankers = [CrossEncoder(name) for name in args.rerankers.split(",") if name.strip()]
     rows = []
@@ -51,11 +53,12 @@ def main() -> None:
             result = evaluate(first, split, ["bm25", "dense", "hybrid"])
             raw = {"first_stage": eval_json(result, diagnose(result, split.qrels))}
             stages = dict(result.stages)
-            for model in rerankers:  # same index, same candidates: only the reranker differs
-                reranked = evaluate(Cascade(first.index, first.encoder, RerankerChoice(model)), split,
-                                    ["hybrid", "hybrid+rerank"])
-                raw[model.model_id] = eval_json(reranked, diagnose(reranked, split.qrels))
-                stages[f"hybrid+rerank ({model.model_id})"] = reranked.stages["hybrid+rerank"]
+            for model in rerankers:  # same index, same candidates: only the reranker and the blend differ
+                for blend, tag in ((DEFAULT_BLEND, ""), (0.0, ", blend 0")):
+                    reranked = evaluate(Cascade(first.index, first.encoder, RerankerChoice(model), cache=None), split,
+                                        ["hybrid", "hybrid+rerank"], blend=blend)
+                    raw[model.model_id + tag] = eval_json(reranked, diagnose(reranked, split.qrels))
+                    stages[f"hybrid+rerank ({model.model_id}{tag})"] = reranked.stages["hybrid+rerank"]
             write_json(RESULTS / f"beir-{name}-{split_name}.json", raw)
             for stage, r in stages.items():
                 rows.append((name, split_name, stage, r, PUBLISHED.get((name, stage.split(" (")[0]), "")))
@@ -68,7 +71,8 @@ def main() -> None:
                      + f" | {r.latency_ms['p50']:.1f} | {published} |")
     lines += ["", "Cross-encoder alone, p50 ms per query at rerank depth 30 (same candidates, same run): "
               + "; ".join(f"{name} {stage.split(' (')[1][:-1]} {r.latency_ms['rerank_p50']:.0f}"
-                          for name, _, stage, r, _ in rows if "rerank_p50" in r.latency_ms) + "."] if rerankers else []
+                          for name, _, stage, r, _ in rows if "rerank_p50" in r.latency_ms and "blend 0" not in stage)
+              + "."] if rerankers else []
     table = "\n".join(lines) + "\n"
     (RESULTS / "beir.md").write_text(table)
     splice_readme("beir", table)

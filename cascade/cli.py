@@ -133,6 +133,33 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--out", default=None, metavar="DIR",
                    help="where sweep.md, sweep.json and sweep.png go (default: ./sweep-DATASET-SPLIT)")
 
+    v = sub.add_parser("serve", help="HTTP service: Cohere/Jina-compatible /rerank, /search, /health, /metrics",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Serve the reranker (POST /rerank, no index needed: the Cohere/Jina rerank API) "
+                                   "and, given an index, the full cascade (POST /search). Concurrent /rerank "
+                                   "requests are micro-batched into shared model calls. OpenAPI docs at /docs; "
+                                   "Prometheus metrics at /metrics. SIGHUP or POST /admin/reload swaps in a rebuilt "
+                                   "index without dropping requests; SIGTERM finishes in-flight requests first.",
+                       epilog="examples:\n  cascade serve ./idx --port 8080\n"
+                              "  curl -s localhost:8080/rerank -H 'content-type: application/json' \\\n"
+                              "       -d '{\"query\": \"tides\", \"documents\": [\"the moon raises tides\", \"cats\"]}'")
+    v.add_argument("index", nargs="?", default=None, help="index directory for /search (optional)")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    v.add_argument("--port", type=positive, default=8080, help="port (default 8080)")
+    v.add_argument("--api-key", default=os.environ.get("CASCADE_API_KEY"), metavar="KEY",
+                   help="require 'Authorization: Bearer KEY' on every route but /health (default: $CASCADE_API_KEY)")
+    v.add_argument("--reranker", default=None, metavar="MODEL", help="cross-encoder (default: the bundled one)")
+    v.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    v.add_argument("--cache", default="memory", metavar="SPEC",
+                   help="score cache for /search: memory (default), none, or redis://host:port/db")
+    v.add_argument("--cache-ttl", type=positive, default=DEFAULT_TTL_S, metavar="S", help="Redis TTL (one week)")
+    v.add_argument("--max-documents", type=positive, default=1000, metavar="N",
+                   help="most documents one /rerank request may send (default 1000)")
+    v.add_argument("--max-body-mb", type=float, default=8.0, metavar="MB", help="largest request body (default 8)")
+    v.add_argument("--batch-window-ms", type=float, default=5.0, metavar="MS",
+                   help="how long the model thread waits to coalesce concurrent /rerank requests (default 5)")
+    v.add_argument("--no-micro-batching", action="store_true", help="score each /rerank request on its own")
+
     t = sub.add_parser("train", help="fine-tune a cross-encoder reranker on BEIR-style labels",
                        description="Mine hard negatives with Cascade's own hybrid first stage, fine-tune a "
                                    "cross-encoder (pointwise BCE, pairwise margin or listwise softmax), keep the "
@@ -403,6 +430,39 @@ def cmd_train(args: argparse.Namespace) -> None:
     run_training(args, training_config(args, base=args.base or DEFAULT_ENCODER))
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from cascade.serve import require_serve_extra
+
+    require_serve_extra()
+    import uvicorn
+
+    from cascade import Cascade
+    from cascade.rerank import load_reranker
+    from cascade.rerank.cache import open_cache
+    from cascade.serve.app import ServeConfig, create_app
+
+    if args.max_body_mb <= 0 or args.batch_window_ms < 0:
+        raise CascadeError("--max-body-mb must be > 0 and --batch-window-ms >= 0")
+    cache = open_cache(args.cache, ttl_s=args.cache_ttl)
+    choice = load_reranker(args.reranker, device=args.device)
+    if choice.reranker is None:
+        raise CascadeError(f"no reranker to serve: {choice.reason}")
+    engine = Cascade.load(args.index, reranker=choice.reranker, device=args.device, cache=cache) if args.index else None
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+        print(f"cascade: warning: serving on {args.host} without --api-key: anyone who can reach this port can use "
+              "it", file=sys.stderr)
+    config = ServeConfig(index=Path(args.index) if args.index else None, api_key=args.api_key,
+                         max_documents=args.max_documents, max_body_bytes=int(args.max_body_mb * 2**20),
+                         micro_batching=not args.no_micro_batching, batch_window_ms=args.batch_window_ms)
+    app = create_app(choice.reranker, engine, config)
+    print(f"cascade: serving {choice.reranker.model_id}"
+          f"{f' and {args.index}' if args.index else ''} on http://{args.host}:{args.port} (docs at /docs)",
+          flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
+
+
 def cmd_distill(args: argparse.Namespace) -> None:
     from cascade.models import resolve
 
@@ -412,7 +472,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"index": cmd_index, "search": cmd_search, "demo": cmd_demo, "eval": cmd_eval, "sweep": cmd_sweep,
-            "train": cmd_train, "distill": cmd_distill}
+            "train": cmd_train, "distill": cmd_distill, "serve": cmd_serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,241 @@
+"""The HTTP service: a Cohere/Jina-compatible `/rerank`, the full cascade at `/search`, health and metrics.
+
+`/rerank` takes and returns the Cohere/Jina rerank shapes, so their clients work by changing the base
+URL. Model work never runs on the event loop: reranks go through the micro-batcher's thread, searches
+through a worker thread holding the same model lock. The index can be swapped while serving
+(`POST /admin/reload` or SIGHUP): a new engine is built beside the old one and replaces it in one
+assignment, so in-flight searches finish on the index they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import signal
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cascade.errors import CascadeError
+from cascade.index import Index
+from cascade.pipeline import DEFAULT_BUDGET_MS, Cascade
+from cascade.rerank import RerankerChoice
+from cascade.rerank.base import Reranker
+from cascade.rerank.blend import DEFAULT_BLEND
+from cascade.serve.batcher import Batcher
+from cascade.serve.limits import BodyLimits
+from cascade.serve.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeConfig:
+    index: Path | None = None
+    api_key: str | None = None
+    max_documents: int = 1000
+    max_body_bytes: int = 8 * 2**20
+    micro_batching: bool = True
+    batch_window_ms: float = 5.0
+    max_batch_pairs: int = 256
+
+
+class Document(BaseModel):
+    id: str | None = None
+    text: str
+
+
+class RerankRequest(BaseModel):
+    """Cohere/Jina rerank request. Their `model` field is accepted and ignored: this server runs one model."""
+
+    model_config = ConfigDict(extra="ignore")
+    query: str
+    documents: list[str | Document] = Field(min_length=1)
+    top_n: int | None = None
+    return_documents: bool = False
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("query is empty")
+        return v
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: str
+    retrieve: int = Field(150, ge=1, le=10_000)
+    rerank_depth: int = Field(30, ge=0, le=1000)
+    top: int = Field(8, ge=1, le=1000)
+    budget_ms: float | None = Field(DEFAULT_BUDGET_MS, ge=0)
+    blend: float = Field(DEFAULT_BLEND, ge=0, allow_inf_nan=False)
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("query is empty")
+        return v
+
+
+def error(status: int, message: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse({"message": message, **({"field": field} if field else {})}, status_code=status)
+
+
+def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeConfig | None = None) -> FastAPI:
+    config = config or ServeConfig()
+    metrics = Metrics()
+    batcher = Batcher(reranker, window_ms=config.batch_window_ms, max_pairs=config.max_batch_pairs,
+                      enabled=config.micro_batching, on_batch=metrics.observe_batch)
+    state = {"engine": engine}
+
+    def reload_index() -> dict:
+        """Load the index from disk into a new engine that shares the models, then swap it in."""
+        if config.index is None:
+            raise CascadeError("this server was started without an index")
+        old = state["engine"]
+        with batcher.model_lock:  # loading competes for the cores; keep it out of a model call's way
+            fresh = Cascade(Index.load(config.index), old.encoder, RerankerChoice(reranker), cache=old.cache)
+        state["engine"] = fresh
+        log.warning("reloaded index %s: %d passages", config.index, len(fresh.index.passages))
+        return fresh.index.manifest["counts"]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(run_in_threadpool(reload_index)))
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no SIGHUP here
+            pass
+        yield
+        batcher.close()
+
+    app = FastAPI(title="Cascade", version=_version(), lifespan=lifespan,
+                  description="Hybrid retrieval + cross-encoder reranking. `/rerank` speaks the Cohere/Jina "
+                              "rerank API; `/search` runs the full cascade over the served index.")
+    app.add_middleware(BodyLimits, max_bytes=config.max_body_bytes, on_reject=metrics.observe_request)
+    app.state.batcher, app.state.metrics = batcher, metrics
+
+    @app.middleware("http")
+    async def count(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        metrics.observe_request(request.url.path, response.status_code, time.perf_counter() - start)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"] if p != "body")
+        message = str(first["msg"]).removeprefix("Value error, ")
+        return error(422, f"{field}: {message}" if field else message, field or None)
+
+    @app.exception_handler(CascadeError)
+    async def refused(request: Request, exc: CascadeError) -> JSONResponse:
+        return error(400, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"message": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    def authorised(request: Request) -> None:
+        if config.api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        expected = f"Bearer {config.api_key}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise HTTPException(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    auth = [Depends(authorised)]
+
+    @app.post("/rerank", dependencies=auth)
+    async def rerank(body: RerankRequest) -> dict:
+        """Score every document against the query; best first. Cohere/Jina request and response shape."""
+        docs = [d if isinstance(d, Document) else Document(text=d) for d in body.documents]
+        if len(docs) > config.max_documents:
+            return error(422, f"documents: {len(docs)} documents, at most {config.max_documents} per request",
+                         "documents")
+        top_n = body.top_n if body.top_n is not None else len(docs)
+        if not 1 <= top_n <= len(docs):
+            return error(422, f"top_n: must be between 1 and the number of documents ({len(docs)}), got {top_n}",
+                         "top_n")
+        start = time.perf_counter()
+        pairs = [(body.query, d.text) for d in docs]
+        scores = await batcher.score(pairs)
+        order = sorted(range(len(docs)), key=lambda i: -scores[i])[:top_n]
+        results = [{"index": i, "relevance_score": float(scores[i]),
+                    **({"document": {"text": docs[i].text, **({"id": docs[i].id} if docs[i].id else {})}}
+                       if body.return_documents else {})} for i in order]
+        truncated = await run_in_threadpool(truncated_documents, reranker, body.query, [d.text for d in docs])
+        metrics.observe_stage("rerank", time.perf_counter() - start)
+        return {"results": results, "model": reranker.model_id,
+                "timings_ms": {"rerank": round((time.perf_counter() - start) * 1000, 2)},
+                "meta": {"truncated_documents": truncated, "max_tokens": getattr(reranker, "max_length", None)}}
+
+    @app.post("/search", dependencies=auth)
+    async def search(body: SearchRequest) -> dict:
+        """The full cascade over the served index: the same JSON as `cascade search --json`."""
+        engine = state["engine"]
+        if engine is None:
+            raise HTTPException(404, "no index is served: start with `cascade serve INDEX_DIR` to use /search")
+        if body.retrieve < body.rerank_depth:
+            return error(422, f"retrieve ({body.retrieve}) must be >= rerank_depth ({body.rerank_depth})", "retrieve")
+
+        def run():
+            with batcher.model_lock:
+                return engine.search(body.query, retrieve=body.retrieve, rerank_depth=body.rerank_depth,
+                                     top=body.top, budget_ms=body.budget_ms, blend=body.blend)
+
+        result = await run_in_threadpool(run)
+        metrics.observe_search(result)
+        out = result.to_dict()
+        for hit in out["hits"]:
+            hit.pop("text")
+        return out
+
+    @app.get("/health")
+    async def health() -> dict:
+        """Up, model loaded, index counts, cache reachable. Needs no API key."""
+        engine = state["engine"]
+        cache = engine.cache if engine is not None else None
+        return {"status": "ok", "model": reranker.model_id,
+                "index": engine.index.manifest["counts"] if engine is not None else None,
+                "cache": await run_in_threadpool(cache.health) if cache is not None else None}
+
+    @app.get("/metrics", dependencies=auth, response_class=PlainTextResponse)
+    async def prometheus() -> PlainTextResponse:
+        """Prometheus text format: requests by route and status, stage latencies, batch sizes, cache, degraded."""
+        return PlainTextResponse(metrics.render(), media_type=metrics.content_type)
+
+    @app.post("/admin/reload", dependencies=auth)
+    async def reload() -> dict:
+        """Rebuilt the index with `cascade index`? Swap it in without dropping a request."""
+        counts = await run_in_threadpool(reload_index)
+        return {"status": "reloaded", "index": counts}
+
+    return app
+
+
+def truncated_documents(reranker: Reranker, query: str, texts: list[str]) -> list[int]:
+    """Indices of documents cut to fit the model's token budget (only known for tokenizer-based models)."""
+    tokenizer, limit = getattr(reranker, "tokenizer", None), getattr(reranker, "max_length", None)
+    if tokenizer is None or limit is None:
+        return []
+    lengths = tokenizer([query] * len(texts), texts, truncation=False)["input_ids"]
+    return [i for i, ids in enumerate(lengths) if len(ids) > limit]
+
+
+def _version() -> str:
+    from cascade import __version__
+
+    return __version__

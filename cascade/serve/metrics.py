@@ -1,0 +1,52 @@
+"""Prometheus metrics for the service, in a registry of its own (two apps in one process never collide)."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+ROUTES = {"/rerank", "/search", "/health", "/metrics", "/admin/reload", "/docs", "/openapi.json"}
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("cascade_requests", "HTTP requests by route and status", ["route", "status"],
+                                registry=r)
+        self.latency = Histogram("cascade_request_seconds", "Request latency by route", ["route"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.stages = Histogram("cascade_stage_seconds", "Time per cascade stage", ["stage"], buckets=LATENCY_BUCKETS,
+                                registry=r)
+        self.batch_pairs = Histogram("cascade_model_batch_pairs", "Pairs per model call (after micro-batching)",
+                                     buckets=(1, 8, 16, 30, 32, 64, 100, 128, 256, 512, 1024), registry=r)
+        self.batch_requests = Histogram("cascade_model_batch_requests", "Requests coalesced into one model call",
+                                        buckets=(1, 2, 4, 8, 16, 32), registry=r)
+        self.cache_hits = Counter("cascade_cache_hits", "Reranker scores served from the cache", registry=r)
+        self.cache_misses = Counter("cascade_cache_misses", "Reranker scores computed", registry=r)
+        self.degraded = Counter("cascade_degraded_responses", "Searches cut short by their latency budget",
+                                registry=r)
+        self.content_type = CONTENT_TYPE_LATEST
+
+    def observe_request(self, path: str, status: int, seconds: float) -> None:
+        route = path if path in ROUTES else "other"
+        self.requests.labels(route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        self.stages.labels(stage).observe(seconds)
+
+    def observe_batch(self, requests: int, pairs: int) -> None:
+        self.batch_requests.observe(requests)
+        self.batch_pairs.observe(pairs)
+
+    def observe_search(self, result) -> None:
+        for stage, ms in result.timings_ms.items():
+            self.stages.labels(stage).observe(ms / 1000)
+        hits = result.rerank.get("cache_hits", 0)
+        self.cache_hits.inc(hits)
+        self.cache_misses.inc(max(0, result.rerank.get("scored", 0) - hits))
+        if result.degraded:
+            self.degraded.inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

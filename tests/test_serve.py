@@ -1,0 +1,283 @@
+"""The HTTP service: every route and error, auth, micro-batching, reload under traffic, Redis shared by two
+servers, and a fuzz pass with no 5xx. In-process tests use the real app; process tests run `cascade serve`."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cascade import Cascade, CrossEncoder
+from cascade.serve.app import ServeConfig, create_app
+from tests.conftest import DOCS, free_port, write_jsonl
+
+QUERY = "does rate limiting increase latency"
+
+
+@pytest.fixture(scope="module")
+def ce(tiny_ce):
+    return CrossEncoder(str(tiny_ce), precision="fp32")  # exact scores: batching cannot change them
+
+
+def make_client(ce, small_index=None, **config) -> TestClient:
+    engine = Cascade.load(small_index, reranker=ce) if small_index else None
+    app = create_app(ce, engine, ServeConfig(index=small_index, **config))
+    return TestClient(app)
+
+
+@pytest.fixture(scope="module")
+def client(ce, small_index):
+    with make_client(ce, small_index, max_documents=5, max_body_bytes=20_000) as c:
+        yield c
+
+
+def test_rerank_speaks_the_cohere_shape(client, ce):
+    docs = ["Rate limiting increases latency under load.", {"id": "b", "text": "Tides follow the Moon."},
+            "Caches avoid round trips."]
+    r = client.post("/rerank", json={"model": "rerank-english-v3.0", "query": QUERY, "documents": docs,
+                                     "top_n": 2, "return_documents": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    texts = [d if isinstance(d, str) else d["text"] for d in docs]
+    want = ce.predict([(QUERY, t) for t in texts])
+    assert [x["index"] for x in body["results"]] == np.argsort(-want)[:2].tolist()
+    for x in body["results"]:
+        assert x["relevance_score"] == pytest.approx(float(want[x["index"]]), abs=1e-5)
+        assert x["document"]["text"] == texts[x["index"]]
+    assert body["model"] == ce.model_id and body["timings_ms"]["rerank"] > 0
+    assert body["meta"]["truncated_documents"] == []
+    bare = client.post("/rerank", json={"query": QUERY, "documents": texts}).json()
+    assert len(bare["results"]) == 3 and "document" not in bare["results"][0]
+
+
+def test_over_long_documents_are_truncated_and_reported(ce, small_index):
+    with make_client(ce) as c:  # works without an index
+        long_doc = "latency " * 2000
+        body = c.post("/rerank", json={"query": QUERY, "documents": ["short", long_doc]}).json()
+    assert body["meta"]["truncated_documents"] == [1] and body["meta"]["max_tokens"] == ce.max_length
+
+
+@pytest.mark.parametrize("payload, status, field, words", [
+    ({"query": "  ", "documents": ["a"]}, 422, "query", "query is empty"),
+    ({"query": "q", "documents": []}, 422, "documents", "at least 1"),
+    ({"query": "q", "documents": ["a"] * 6}, 422, "documents", "at most 5"),
+    ({"query": "q", "documents": ["a", "b"], "top_n": 0}, 422, "top_n", "between 1 and"),
+    ({"query": "q", "documents": ["a", "b"], "top_n": 3}, 422, "top_n", "between 1 and"),
+    ({"query": 5, "documents": ["a"]}, 422, "query", "string"),
+    ({"query": "q", "documents": "a"}, 422, "documents", "list"),
+    ({"query": "q", "documents": [{"id": "x"}]}, 422, "documents.0", ""),
+    ({"documents": ["a"]}, 422, "query", "required"),
+])
+def test_rerank_refuses_bad_input_naming_the_field(client, payload, status, field, words):
+    r = client.post("/rerank", json=payload)
+    assert r.status_code == status, r.text
+    assert r.json()["field"].startswith(field) and words in r.json()["message"]
+
+
+def test_body_level_errors(client):
+    r = client.post("/rerank", content=b'{"query": "caf\xe9", "documents": ["a"]}',
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "UTF-8" in r.json()["message"]
+    r = client.post("/rerank", json={"query": "q", "documents": ["x" * 30_000]})
+    assert r.status_code == 413 and "limit" in r.json()["message"]
+    r = client.post("/rerank", content=b'{"query": ', headers={"content-type": "application/json"})
+    assert r.status_code == 422
+
+
+def test_search_returns_the_cli_json(client, small_index, tiny_ce, capsys):
+    from cascade.cli import main
+
+    r = client.post("/search", json={"query": QUERY, "retrieve": 6, "rerank_depth": 4, "top": 5, "budget_ms": None})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert main(["search", str(small_index), QUERY, "--reranker", str(tiny_ce), "--retrieve", "6", "--rerank-depth",
+                 "4", "--top", "5", "--budget-ms", "none", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert set(body) == set(cli) == {"query", "hits", "timings_ms", "rerank", "degraded"}
+    assert set(body["hits"][0]) == set(cli["hits"][0]) and set(body["rerank"]) == set(cli["rerank"])
+    assert {h["id"] for h in body["hits"]} == {h["id"] for h in cli["hits"]}
+    assert len(body["hits"]) == 5 and "text" not in body["hits"][0] and body["degraded"] is False
+    assert body["rerank"]["scored"] == 4
+    # an uncached query (a cached one needs no time at all) with no time for any batch
+    degraded = client.post("/search", json={"query": "vitamin d from sunlight", "budget_ms": 0, "retrieve": 6,
+                                            "rerank_depth": 4}).json()
+    assert degraded["degraded"] is True and degraded["rerank"]["scored"] == 0
+    for bad, field in (({"query": QUERY, "retrieve": 2, "rerank_depth": 4}, "retrieve"),
+                       ({"query": QUERY, "top": 0}, "top"), ({"query": QUERY, "colour": "red"}, "colour"),
+                       ({"query": QUERY, "budget_ms": -1}, "budget_ms")):
+        r = client.post("/search", json=bad)
+        assert r.status_code == 422 and r.json()["field"] == field, r.text
+
+
+def test_search_without_an_index_is_404(ce):
+    with make_client(ce) as c:
+        r = c.post("/search", json={"query": "q"})
+        assert r.status_code == 404 and "cascade serve INDEX_DIR" in r.json()["message"]
+        assert c.get("/health").json()["index"] is None
+
+
+def test_health_metrics_and_docs(client):
+    client.post("/rerank", json={"query": "q", "documents": ["a", "b"]})
+    before = client.get("/metrics").text
+    client.post("/search", json={"query": "the moon and the tides", "budget_ms": 0, "retrieve": 6, "rerank_depth": 4})
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["index"]["passages"] == len(DOCS)
+    assert health["cache"]["kind"] == "memory" and health["cache"]["reachable"] is True
+    text = client.get("/metrics").text
+    assert 'cascade_requests_total{route="/rerank",status="200"}' in text
+    assert 'cascade_requests_total{route="/rerank",status="422"}' in text
+    assert "cascade_model_batch_pairs_bucket" in text and 'cascade_stage_seconds_count{stage="bm25"}' in text
+    def degraded(metrics: str) -> float:
+        return float(next(line.split()[1] for line in metrics.splitlines()
+                          if line.startswith("cascade_degraded_responses_total")))
+
+    assert degraded(text) == degraded(before) + 1
+    assert client.get("/docs").status_code == 200
+    assert "/rerank" in client.get("/openapi.json").json()["paths"]
+
+
+def test_api_key_guards_every_route_but_health(ce, small_index):
+    with make_client(ce, small_index, api_key="s3cret") as c:
+        payload = {"query": "q", "documents": ["a"]}
+        assert c.post("/rerank", json=payload).status_code == 401
+        assert c.post("/rerank", json=payload, headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert c.post("/rerank", json=payload, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/metrics").status_code == 401 and c.post("/admin/reload").status_code == 401
+        assert c.get("/health").status_code == 200
+
+
+def test_micro_batching_coalesces_concurrent_requests_without_changing_scores(ce):
+    app = create_app(ce, None, ServeConfig(batch_window_ms=100))
+    calls = []
+    observe = app.state.batcher.on_batch
+    app.state.batcher.on_batch = lambda requests, pairs: (calls.append(requests), observe(requests, pairs))
+    docs = [[f"{d['title']} {d['text']}" for d in DOCS[i:] + DOCS[:i]] for i in range(6)]
+
+    async def fire():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return await asyncio.gather(*[c.post("/rerank", json={"query": QUERY, "documents": d}) for d in docs])
+
+    responses = asyncio.run(fire())
+    assert max(calls) > 1 and sum(calls) == len(docs)  # at least two requests shared a model call
+    for d, r in zip(docs, responses):
+        want = ce.predict([(QUERY, t) for t in d])
+        got = {x["index"]: x["relevance_score"] for x in r.json()["results"]}
+        np.testing.assert_allclose([got[i] for i in range(len(d))], want, atol=1e-5)
+    app.state.batcher.close()
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                      max_size=4), max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.fixed_dictionaries({}, optional={"query": json_values | st.text(max_size=30),
+                                                  "documents": json_values | st.lists(st.text(max_size=30), max_size=8),
+                                                  "top_n": json_values | st.integers(-3, 10),
+                                                  "return_documents": json_values,
+                                                  "retrieve": json_values, "rerank_depth": json_values,
+                                                  "top": json_values, "budget_ms": json_values,
+                                                  "blend": json_values}),
+       route=st.sampled_from(["/rerank", "/search"]))
+def test_fuzzed_bodies_never_get_a_5xx(client, body, route):
+    r = client.post(route, content=json.dumps(body, allow_nan=True), headers={"content-type": "application/json"})
+    assert r.status_code < 500, (route, body, r.text)
+
+
+# -- the real server, as its own process ------------------------------------------------------------------
+
+class Server:
+    def __init__(self, *args: str, env: dict | None = None):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "cascade.cli", "serve", *args, "--port", str(self.port)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, **(env or {})})
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.base + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+            if self.proc.poll() is not None:
+                pytest.fail(f"cascade serve exited: {self.proc.stdout.read()}")
+        self.stop()
+        pytest.fail("cascade serve did not come up")
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=60)
+        return out
+
+
+def test_reload_during_traffic_drops_no_request(tmp_path, tiny_ce):
+    src = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    index = tmp_path / "idx"
+    Cascade.build(DOCS, index, reranker=None)
+    server = Server(str(index), "--reranker", str(tiny_ce))
+    statuses, stop = [], threading.Event()
+
+    def traffic():
+        with httpx.Client(base_url=server.base, timeout=30) as c:
+            while not stop.is_set():
+                statuses.append(c.post("/search", json={"query": "glaciers", "rerank_depth": 3}).status_code)
+
+    worker = threading.Thread(target=traffic)
+    worker.start()
+    try:
+        time.sleep(0.5)
+        new = DOCS + [{"id": "g-1", "title": "Glaciers", "text": "Glaciers carve valleys as they slowly flow."}]
+        write_jsonl(src, new)
+        Cascade.build(new, index, reranker=None)
+        r = httpx.post(server.base + "/admin/reload", timeout=60)
+        assert r.status_code == 200 and r.json()["index"]["passages"] == len(new)
+        time.sleep(0.5)
+        found = httpx.post(server.base + "/search", json={"query": "glaciers carve valleys", "top": 1}).json()
+        assert found["hits"][0]["id"] == "g-1"
+        # SIGHUP does the same
+        Cascade.build(DOCS, index, reranker=None)
+        server.proc.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            if httpx.get(server.base + "/health").json()["index"]["passages"] == len(DOCS):
+                break
+            time.sleep(0.1)
+        assert httpx.get(server.base + "/health").json()["index"]["passages"] == len(DOCS)
+    finally:
+        stop.set()
+        worker.join()
+        server.stop()
+    assert statuses and set(statuses) == {200}, statuses
+
+
+def test_two_servers_share_scores_through_redis(redis_server, small_index, tiny_ce):
+    args = (str(small_index), "--reranker", str(tiny_ce), "--cache", redis_server.url)
+    a, b = Server(*args), Server(*args)
+    try:
+        payload = {"query": QUERY, "retrieve": 6, "rerank_depth": 4, "budget_ms": None}
+        first = httpx.post(a.base + "/search", json=payload, timeout=30).json()
+        second = httpx.post(b.base + "/search", json=payload, timeout=30).json()
+        assert first["rerank"]["cache_hits"] == 0 and second["rerank"]["cache_hits"] == 4
+        assert [h["id"] for h in first["hits"]] == [h["id"] for h in second["hits"]]
+        assert httpx.get(b.base + "/health").json()["cache"] == {"kind": "redis", "url": redis_server.url,
+                                                                 "reachable": True}
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_public_bind_without_key_warns(tiny_ce):
+    server = Server("--host", "0.0.0.0", "--reranker", str(tiny_ce), env={"CASCADE_API_KEY": ""})
+    assert "serving on 0.0.0.0 without --api-key" in server.stop()
