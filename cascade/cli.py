@@ -453,7 +453,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"cascade: warning: serving on {args.host} without --api-key: anyone who can reach this port can use "
               "it", file=sys.stderr)
-    config = ServeConfig(index=Path(args.index) if args.index else None, api_key=args.api_key,
+    config = ServeConfig(index=Path(args.index) if args.index else None, api_key=args.api_key or None,
                          max_documents=args.max_documents, max_body_bytes=int(args.max_body_mb * 2**20),
                          micro_batching=not args.no_micro_batching, batch_window_ms=args.batch_window_ms)
     app = create_app(choice.reranker, engine, config)

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cascade import Cascade, CrossEncoder
-from cascade.serve.app import ServeConfig, create_app
+from cascade.serve.app import ServeConfig, create_app, truncated_documents
 from tests.conftest import DOCS, free_port, write_jsonl
 
 QUERY = "does rate limiting increase latency"
@@ -174,6 +174,36 @@ def test_micro_batching_coalesces_concurrent_requests_without_changing_scores(ce
         want = ce.predict([(QUERY, t) for t in d])
         got = {x["index"]: x["relevance_score"] for x in r.json()["results"]}
         np.testing.assert_allclose([got[i] for i in range(len(d))], want, atol=1e-5)
+    app.state.batcher.close()
+
+
+def hammer_truncation_checks(tokenizer, ce) -> int:
+    """Longest pair `ce.encode` produced while other threads ran truncation checks with `tokenizer`."""
+    long_docs = [("tides " * 600) + str(i) for i in range(4)]
+    stop = threading.Event()
+
+    def check():
+        while not stop.is_set():
+            assert truncated_documents(tokenizer, ce.max_length, QUERY, long_docs) == [0, 1, 2, 3]
+
+    threads = [threading.Thread(target=check) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        return max(int(ce.encode([(QUERY, d) for d in long_docs]).lengths.max()) for _ in range(300))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+
+
+def test_truncation_check_cannot_leak_into_the_model_tokenizer(ce):
+    """Fast tokenizers keep truncation settings in shared state. Load testing once crashed the model past
+    512 positions: the check's untruncated calls raced the model thread's truncated ones. The service
+    gives the check its own tokenizer."""
+    app = create_app(ce, None, ServeConfig())
+    assert app.state.checker is not ce.tokenizer
+    assert hammer_truncation_checks(app.state.checker, ce) <= ce.max_length
     app.state.batcher.close()
 
 

@@ -10,6 +10,7 @@ assignment, so in-flight searches finish on the index they started with.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hmac
 import logging
 import signal
@@ -97,6 +98,9 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
     batcher = Batcher(reranker, window_ms=config.batch_window_ms, max_pairs=config.max_batch_pairs,
                       enabled=config.micro_batching, on_batch=metrics.observe_batch)
     state = {"engine": engine}
+    # fast tokenizers keep truncation settings in shared mutable state: the truncation check gets its own
+    # copy, or its untruncated calls could leak into the model thread's truncated ones (a crash past 512)
+    checker = copy.deepcopy(getattr(reranker, "tokenizer", None))
 
     def reload_index() -> dict:
         """Load the index from disk into a new engine that shares the models, then swap it in."""
@@ -123,7 +127,7 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
                   description="Hybrid retrieval + cross-encoder reranking. `/rerank` speaks the Cohere/Jina "
                               "rerank API; `/search` runs the full cascade over the served index.")
     app.add_middleware(BodyLimits, max_bytes=config.max_body_bytes, on_reject=metrics.observe_request)
-    app.state.batcher, app.state.metrics = batcher, metrics
+    app.state.batcher, app.state.metrics, app.state.checker = batcher, metrics, checker
 
     @app.middleware("http")
     async def count(request: Request, call_next):
@@ -148,7 +152,7 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
         return JSONResponse({"message": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     def authorised(request: Request) -> None:
-        if config.api_key is None:
+        if not config.api_key:  # None or "" (an unset $CASCADE_API_KEY): no auth
             return
         given = request.headers.get("authorization", "")
         expected = f"Bearer {config.api_key}"
@@ -176,7 +180,8 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
         results = [{"index": i, "relevance_score": float(scores[i]),
                     **({"document": {"text": docs[i].text, **({"id": docs[i].id} if docs[i].id else {})}}
                        if body.return_documents else {})} for i in order]
-        truncated = await run_in_threadpool(truncated_documents, reranker, body.query, [d.text for d in docs])
+        truncated = await run_in_threadpool(truncated_documents, checker, getattr(reranker, "max_length", None),
+                                            body.query, [d.text for d in docs])
         metrics.observe_stage("rerank", time.perf_counter() - start)
         return {"results": results, "model": reranker.model_id,
                 "timings_ms": {"rerank": round((time.perf_counter() - start) * 1000, 2)},
@@ -226,9 +231,8 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
     return app
 
 
-def truncated_documents(reranker: Reranker, query: str, texts: list[str]) -> list[int]:
+def truncated_documents(tokenizer, limit: int | None, query: str, texts: list[str]) -> list[int]:
     """Indices of documents cut to fit the model's token budget (only known for tokenizer-based models)."""
-    tokenizer, limit = getattr(reranker, "tokenizer", None), getattr(reranker, "max_length", None)
     if tokenizer is None or limit is None:
         return []
     lengths = tokenizer([query] * len(texts), texts, truncation=False)["input_ids"]
