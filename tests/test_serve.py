@@ -308,6 +308,23 @@ def test_two_servers_share_scores_through_redis(redis_server, small_index, tiny_
         b.stop()
 
 
+def test_sigterm_finishes_in_flight_requests():
+    server = Server("--reranker", "cascade-reranker", "--no-micro-batching")
+    docs = ["tides " * 300] * 60  # ~1 s of real model work
+    result = {}
+
+    def slow_request():
+        result["response"] = httpx.post(server.base + "/rerank", json={"query": "tides", "documents": docs}, timeout=60)
+
+    worker = threading.Thread(target=slow_request)
+    worker.start()
+    time.sleep(0.3)  # the request is in flight
+    server.proc.send_signal(signal.SIGTERM)
+    worker.join()
+    assert result["response"].status_code == 200 and len(result["response"].json()["results"]) == 60
+    assert server.proc.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
+
+
 def test_public_bind_without_key_warns(tiny_ce):
     server = Server("--host", "0.0.0.0", "--reranker", str(tiny_ce), env={"CASCADE_API_KEY": ""})
     assert "serving on 0.0.0.0 without --api-key" in server.stop()
