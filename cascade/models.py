@@ -15,7 +15,8 @@ DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_RERANKER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 # Rerankers trained by `cascade train` and shipped in this package (model cards beside them).
-BUNDLED_RERANKERS = {"cascade-reranker": "reranker"}
+# cascade-reranker-fast is a 3-layer student distilled from cascade-reranker: 2x faster, close to it with the blend.
+BUNDLED_RERANKERS = {"cascade-reranker": "reranker", "cascade-reranker-fast": "reranker-fast"}
 BUNDLED_RERANKER = "cascade-reranker"
 
 

@@ -39,4 +39,15 @@ def test_bundled_reranker_is_the_default_and_lifts_scifact(scifact, scifact_inde
     reranked = evaluate(cascade, load_split(scifact, "test"), ["hybrid", "hybrid+rerank"], progress=False)
     ndcg = {stage: r.metrics["ndcg@10"] for stage, r in reranked.stages.items()}
     assert ndcg["hybrid"] == pytest.approx(scifact_eval.stages["hybrid"].metrics["ndcg@10"])
-    assert ndcg["hybrid+rerank"] >= max(0.73, ndcg["hybrid"] + 0.01), ndcg  # measured 0.741 vs hybrid 0.716
+    assert ndcg["hybrid+rerank"] >= max(0.74, ndcg["hybrid"] + 0.02), ndcg  # measured 0.752 vs hybrid 0.716
+
+
+def test_bundled_student_has_half_the_layers_and_lifts_scifact(scifact, scifact_index, scifact_eval):
+    """The distilled student ships too: 3 of the teacher's 6 layers, and with the default blend it still lifts
+    the hybrid first stage clearly (measured 0.735 vs hybrid 0.716)."""
+    choice = load_reranker("cascade-reranker-fast")
+    assert choice.reranker.model.config.num_hidden_layers == 3
+    cascade = Cascade(scifact_index.index, scifact_index.encoder, choice)
+    reranked = evaluate(cascade, load_split(scifact, "test"), ["hybrid+rerank"], progress=False)
+    hybrid = scifact_eval.stages["hybrid"].metrics["ndcg@10"]
+    assert reranked.stages["hybrid+rerank"].metrics["ndcg@10"] >= hybrid + 0.012
