@@ -18,12 +18,13 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from cascade.errors import CascadeError
 from cascade.index import Index
@@ -49,6 +50,15 @@ class ServeConfig:
     max_batch_pairs: int = 256
 
 
+def _non_empty(query: str) -> str:
+    if not query.strip():
+        raise ValueError("query is empty")
+    return query
+
+
+Query = Annotated[str, AfterValidator(_non_empty)]  # one rule for every route that takes a query
+
+
 class Document(BaseModel):
     id: str | None = None
     text: str
@@ -58,34 +68,20 @@ class RerankRequest(BaseModel):
     """Cohere/Jina rerank request. Their `model` field is accepted and ignored: this server runs one model."""
 
     model_config = ConfigDict(extra="ignore")
-    query: str
+    query: Query
     documents: list[str | Document] = Field(min_length=1)
     top_n: int | None = None
     return_documents: bool = False
 
-    @field_validator("query")
-    @classmethod
-    def _query(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("query is empty")
-        return v
-
 
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    query: str
+    query: Query
     retrieve: int = Field(150, ge=1, le=10_000)
     rerank_depth: int = Field(30, ge=0, le=1000)
     top: int = Field(8, ge=1, le=1000)
     budget_ms: float | None = Field(DEFAULT_BUDGET_MS, ge=0)
     blend: float = Field(DEFAULT_BLEND, ge=0, allow_inf_nan=False)
-
-    @field_validator("query")
-    @classmethod
-    def _query(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("query is empty")
-        return v
 
 
 def error(status: int, message: str, field: str | None = None) -> JSONResponse:
