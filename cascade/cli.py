@@ -11,6 +11,7 @@ from typing import Sequence
 
 from cascade.errors import CascadeError
 from cascade.evaluate.runner import STAGES as EVAL_STAGES
+from cascade.models import DEFAULT_ENCODER
 from cascade.pipeline import DEFAULT_BUDGET_MS
 from cascade.rerank.blend import DEFAULT_BLEND
 from cascade.rerank.cache import DEFAULT_TTL_S
@@ -71,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", default=None,
                    help="bi-encoder, local dir or hub id (default: sentence-transformers/all-MiniLM-L6-v2, bundled)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--late-interaction", nargs="?", const=DEFAULT_ENCODER, default=None, metavar="MODEL",
+                   help="also store every passage's token vectors for the late-interaction stage (search "
+                        "--late-depth), from MODEL (default: the bundled MiniLM; or a `cascade train --kind "
+                        "late-interaction` folder)")
+    p.add_argument("--no-late-interaction", action="store_true", help="drop stored token vectors")
+    p.add_argument("--late-dtype", choices=("fp16", "int8"), default=None,
+                   help="token vector storage: fp16 (default) or int8 with a scale per token (half the size)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     s = sub.add_parser("search", help="search an index: hybrid retrieve -> rerank -> top hits",
@@ -96,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "share scores across processes and restarts (pip install 'cascade-retrieval[redis]')")
     s.add_argument("--cache-ttl", type=positive, default=DEFAULT_TTL_S, metavar="S",
                    help="seconds a score lives in Redis (default one week)")
+    add_stage_options(s)
     s.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
     d = sub.add_parser("demo", help="index the bundled demo corpus and show how reranking reorders it",
@@ -239,6 +248,48 @@ def add_dataset_options(p: argparse.ArgumentParser, default_split: str) -> None:
     add_search_options(p)
 
 
+def add_stage_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--late-depth", type=non_negative, default=0, metavar="L",
+                   help="late interaction (MaxSim over stored token vectors) reorders the top L fused candidates "
+                        "before the cross-encoder takes its top D; needs an index built with --late-interaction (0)")
+    p.add_argument("--llm-depth", type=non_negative, default=0, metavar="M",
+                   help="an LLM reorders the final top M, listwise (RankGPT); needs --llm-url and --llm-model (0)")
+    p.add_argument("--stages", default=None, metavar="SPEC",
+                   help="all depths at once, e.g. hybrid:150,late:60,rerank:20,llm:10 (a stage left out does not "
+                        "run); overrides --retrieve, --late-depth, --rerank-depth and --llm-depth")
+    p.add_argument("--llm-url", default=None, metavar="URL",
+                   help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM, llama.cpp, OpenAI)")
+    p.add_argument("--llm-model", default=None, metavar="NAME", help="model name the endpoint serves")
+    p.add_argument("--llm-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                   help="environment variable holding the API key (default OPENAI_API_KEY; unset = no key)")
+    p.add_argument("--llm-window", type=positive, default=20, help="passages per LLM call (20)")
+    p.add_argument("--llm-step", type=positive, default=10, help="how far the window slides up each call (10)")
+    p.add_argument("--llm-timeout", type=float, default=30.0, metavar="S",
+                   help="seconds per LLM call; on timeout or error the previous order is kept, marked degraded (30)")
+
+
+def llm_reranker(args: argparse.Namespace):
+    """The LLM stage the flags ask for, or None."""
+    if not args.llm_url:
+        if args.llm_model:
+            raise CascadeError("--llm-model needs --llm-url")
+        return None
+    from cascade.rerank.llm import LLMReranker
+
+    return LLMReranker(args.llm_url, args.llm_model or "", window=args.llm_window, step=args.llm_step,
+                       timeout_s=args.llm_timeout, api_key_env=args.llm_key_env)
+
+
+def stage_depths(args: argparse.Namespace) -> dict[str, int]:
+    """search() depths from --stages, or from the individual flags."""
+    from cascade.pipeline import parse_stages
+
+    if args.stages:
+        return {"retrieve": 150, **parse_stages(args.stages)}
+    return {"retrieve": args.retrieve, "late_depth": args.late_depth, "rerank_depth": args.rerank_depth,
+            "llm_depth": args.llm_depth}
+
+
 def add_blend_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blend", type=blend_weight, default=DEFAULT_BLEND, metavar="B",
                    help="order the reranked head by 1/(60 + reranker rank) + B/(60 + first-stage rank) (default "
@@ -279,13 +330,20 @@ def reranker_spec(args: argparse.Namespace) -> str | None:
 def cmd_index(args: argparse.Namespace) -> None:
     from cascade import Cascade, load_documents
 
+    if args.late_interaction and args.no_late_interaction:
+        raise CascadeError("--late-interaction and --no-late-interaction contradict each other; pick one")
+    late = False if args.no_late_interaction else args.late_interaction
     docs = load_documents(args.src)
     cascade = Cascade.build(docs, args.out, encoder=args.encoder, reranker=None, passage_words=args.passage_words,
                             overlap=args.overlap, device=args.device, source=os.path.abspath(args.src),
-                            progress=not args.quiet)
+                            progress=not args.quiet, late_interaction=late, late_dtype=args.late_dtype)
     st = cascade.build_stats
     print(f"indexed {st.documents} documents as {st.passages} passages into {args.out} in {st.seconds:.1f}s "
           f"(encoded {st.encoded}, reused {st.reused}, removed {st.removed})")
+    info = cascade.index.manifest.get("late_interaction")
+    if info:
+        print(f"late interaction: {info['tokens']} token vectors ({info['model']}, dim {info['dim']}, {info['dtype']}), "
+              f"{info['bytes'] / 2**20:.1f} MiB, {info['bytes_per_passage'] / 1024:.1f} KiB per passage")
 
 
 def cmd_search(args: argparse.Namespace) -> None:
@@ -295,12 +353,15 @@ def cmd_search(args: argparse.Namespace) -> None:
     from cascade.rerank.cache import open_cache
 
     check_query(args.query)  # fail before loading models
-    if args.retrieve < args.rerank_depth:
-        raise CascadeError(f"--retrieve ({args.retrieve}) must be >= --rerank-depth ({args.rerank_depth})")
+    depths = stage_depths(args)
+    if depths["retrieve"] < depths["rerank_depth"]:
+        raise CascadeError(f"--retrieve ({depths['retrieve']}) must be >= --rerank-depth ({depths['rerank_depth']})")
+    llm = llm_reranker(args)
     cache = open_cache(args.cache, ttl_s=args.cache_ttl)  # a bad spec fails before models load
-    cascade = Cascade.load(args.index, reranker=reranker_spec(args), device=args.device, cache=cache)
-    result = cascade.search(args.query, retrieve=args.retrieve, rerank_depth=args.rerank_depth, top=args.top,
-                            fusion=args.fusion, alpha=args.alpha, budget_ms=args.budget_ms, blend=args.blend)
+    reranker = None if args.stages and not depths["rerank_depth"] else reranker_spec(args)
+    cascade = Cascade.load(args.index, reranker=reranker, device=args.device, cache=cache, llm=llm)
+    result = cascade.search(args.query, top=args.top, fusion=args.fusion, alpha=args.alpha, budget_ms=args.budget_ms,
+                            blend=args.blend, **depths)
     if args.json:
         out = result.to_dict()
         for hit in out["hits"]:

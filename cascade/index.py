@@ -24,6 +24,7 @@ from cascade import __version__
 from cascade.documents import Document, Passage, chunk_all
 from cascade.errors import CascadeError
 from cascade.fileio import atomic_write
+from cascade.rerank.late_interaction import TokenEncoder, TokenStore
 from cascade.retrieve import BM25, DenseIndex, Encoder
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ MANIFEST = "manifest.json"
 PASSAGES = "passages.jsonl"
 DENSE = "dense.faiss"
 BM25_DIR = "bm25"
+LATE_DIR = "late"
 DEFAULTS = {"passage_words": 200, "overlap": 40, "k1": 1.2, "b": 0.75}
 
 
@@ -52,13 +54,16 @@ class Index:
     bm25: BM25
     dense: DenseIndex
     manifest: dict
+    late: TokenStore | None = None  # per-token vectors for late interaction, when built with them
 
     @classmethod
     def build(cls, docs: Sequence[Document], encoder: Encoder, *, passage_words: int | None = None,
               overlap: int | None = None, k1: float | None = None, b: float | None = None,
-              previous: "Index | None" = None, source: str | None = None,
-              progress: bool = False) -> tuple["Index", BuildStats]:
+              previous: "Index | None" = None, source: str | None = None, progress: bool = False,
+              late: TokenEncoder | None = None, late_dtype: str = "fp16") -> tuple["Index", BuildStats]:
         """Chunk, embed and index `docs`, reusing `previous`'s vectors for unchanged passages.
+
+        With `late`, every passage's token vectors are stored too (late interaction, `late_dtype` fp16/int8).
 
         Settings left as None keep the previous index's values, else the defaults.
         """
@@ -72,19 +77,28 @@ class Index:
             clash = next(i for i in ids if ids.count(i) > 1)
             raise CascadeError(f"passage id {clash!r} occurs twice: a document id collides with a passage id")
 
-        reusable: dict[str, np.ndarray] = {}
-        if previous is not None and previous.manifest["encoder"]["model"] == encoder.model_id:
-            old_vectors = previous.dense.vectors()
-            reusable = {p.digest: old_vectors[i] for i, p in enumerate(previous.passages)}
+        contents = [p.content for p in passages]
         digests = [p.digest for p in passages]
-        todo = [i for i, d in enumerate(digests) if d not in reusable]
-        vectors = np.zeros((len(passages), encoder.dim), dtype=np.float32)
-        for i, d in enumerate(digests):
-            if d in reusable:
-                vectors[i] = reusable[d]
-        vectors[todo] = encoder.encode([passages[i].content for i in todo], progress=progress)
+        old_vectors = (previous.dense.vectors() if previous is not None
+                       and previous.manifest["encoder"]["model"] == encoder.model_id else None)
+        reusable = {p.digest: old_vectors[i] for i, p in enumerate(previous.passages)} if old_vectors is not None else {}
+        fresh = _encode_new(digests, reusable, lambda todo: encoder.encode([contents[i] for i in todo], progress=progress))
+        vectors = np.stack(fresh) if fresh else np.zeros((0, encoder.dim), dtype=np.float32)
+        encoded = sum(d not in reusable for d in digests)
+        late_store, late_info = None, None
+        if late is not None:
+            old_late = previous.late if previous is not None and (previous.manifest.get("late_interaction") or {}).get(
+                "model") == late.model_id else None
+            reusable_late = {p.digest: old_late.get(i) for i, p in enumerate(previous.passages)} if old_late else {}
+            arrays = _encode_new(digests, reusable_late,
+                                 lambda todo: late.encode([contents[i] for i in todo], progress=progress))
+            late_store = TokenStore.from_arrays(arrays, late.dim, late_dtype)
+            late_info = {"model": late.model_id, "dim": late.dim, "dtype": late_dtype,
+                         "max_length": late.doc_max_length, "tokens": int(late_store.offsets[-1]),
+                         "bytes": late_store.nbytes,
+                         "bytes_per_passage": round(late_store.nbytes / max(1, len(passages)))}
         bm25 = BM25.build([p.content for p in passages], k1=settings["k1"], b=settings["b"])
-        removed = len(set(reusable) - set(digests)) if previous is not None else 0
+        removed = len({p.digest for p in previous.passages} - set(digests)) if previous is not None else 0
 
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -96,11 +110,11 @@ class Index:
                         "pooling": encoder.pooling},
             "bm25": {**bm25.params, "stemmer": "english", "stopwords": "en"},
             "counts": {"documents": len({p.doc_id for p in passages}), "passages": len(passages)},
+            **({"late_interaction": late_info} if late_info else {}),
         }
-        stats = BuildStats(documents=manifest["counts"]["documents"], passages=len(passages), encoded=len(todo),
-                           reused=len(passages) - len(todo), removed=removed,
-                           seconds=time.perf_counter() - start)
-        return cls(passages, bm25, DenseIndex.from_vectors(vectors), manifest), stats
+        stats = BuildStats(documents=manifest["counts"]["documents"], passages=len(passages), encoded=encoded,
+                           reused=len(passages) - encoded, removed=removed, seconds=time.perf_counter() - start)
+        return cls(passages, bm25, DenseIndex.from_vectors(vectors), manifest, late_store), stats
 
     def save(self, path: str | Path) -> None:
         """Write atomically: new data folder first, then one `os.replace` of the manifest."""
@@ -116,6 +130,8 @@ class Index:
                                     ensure_ascii=False) + "\n")
         self.dense.save(data / DENSE)
         self.bm25.save(data / BM25_DIR)
+        if self.late is not None:
+            self.late.save(data / LATE_DIR)
         files = {f.relative_to(data).as_posix(): f.stat().st_size for f in sorted(data.rglob("*")) if f.is_file()}
         _fsync_tree(data)
         manifest = {**self.manifest, "data": data_name, "files": files}
@@ -142,16 +158,25 @@ class Index:
         try:
             dense = DenseIndex.load(data / DENSE)
             bm25 = BM25.load(data / BM25_DIR)
+            late = TokenStore.load(data / LATE_DIR) if manifest.get("late_interaction") else None
         except Exception as e:  # faiss/bm25s raise assorted types on bad bytes
             raise CascadeError(f"index {root} is damaged: {type(e).__name__}: {str(e).splitlines()[0]}") from None
         expected = manifest["counts"]["passages"]
-        for what, n in (("passages.jsonl", len(passages)), ("dense index", dense.size), ("BM25 index", bm25.size)):
+        sizes = [("passages.jsonl", len(passages)), ("dense index", dense.size), ("BM25 index", bm25.size)]
+        for what, n in sizes + ([("late-interaction store", late.size)] if late is not None else []):
             if n != expected:
                 raise CascadeError(f"index {root} is inconsistent: manifest says {expected} passages, {what} has {n}")
         if dense.dim != manifest["encoder"]["dim"]:
             raise CascadeError(f"index {root} is inconsistent: manifest says dim {manifest['encoder']['dim']}, "
                                f"dense index has {dense.dim}")
-        return cls(passages, bm25, dense, manifest)
+        return cls(passages, bm25, dense, manifest, late)
+
+
+def _encode_new(digests: Sequence[str], reusable: dict, encode) -> list:
+    """One item per digest: reused where `reusable` has it, else from one `encode(indices)` call."""
+    todo = [i for i, d in enumerate(digests) if d not in reusable]
+    fresh = dict(zip(todo, encode(todo))) if todo else {}
+    return [fresh[i] if i in fresh else reusable[d] for i, d in enumerate(digests)]
 
 
 REQUIRED = {"format_version": int, "data": str, "settings": dict, "encoder": dict, "counts": dict, "files": dict}

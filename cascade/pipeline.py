@@ -1,4 +1,7 @@
-"""The cascade: BM25 + dense -> fusion -> cross-encoder rerank of the top few -> best hits.
+"""The cascade: BM25 + dense -> fusion -> [late interaction] -> cross-encoder -> [LLM] -> best hits.
+
+Each optional stage reorders the head of the list the one before it produced: late interaction the top
+`late_depth`, the cross-encoder the top `rerank_depth` of that, the LLM the top `llm_depth` of that.
 
 Each stage is timed; each hit carries the score and rank it got at every stage, so users can
 see what reranking changed.
@@ -23,11 +26,13 @@ from cascade.rerank import budget
 from cascade.rerank.blend import DEFAULT_BLEND, blended_scores, check_blend
 from cascade.rerank.budget import score_within
 from cascade.rerank.cache import CacheSpec, cache_key, open_cache
+from cascade.rerank.late_interaction import TokenEncoder
+from cascade.rerank.llm import LLMReranker
 from cascade.retrieve import FUSIONS, Encoder, fuse
 
 log = logging.getLogger(__name__)
 
-STAGES = ("bm25", "dense", "fusion", "rerank")
+STAGES = ("bm25", "dense", "fusion", "late", "rerank", "llm")
 DEFAULT_BUDGET_MS = 200.0
 DocLike = Union[Document, dict, str]
 RerankerSpec = Union[str, Reranker, None]
@@ -51,7 +56,8 @@ class SearchResult:
     hits: list[Hit]
     timings_ms: dict[str, float]
     rerank: dict = field(default_factory=dict)
-    degraded: bool = False  # the latency budget cut reranking short: see `rerank["scored"]`
+    degraded: bool = False  # the budget cut reranking short (`rerank["scored"]`), or the LLM stage failed (`llm`)
+    llm: dict | None = None  # the LLM stage's status, calls and tokens, when it ran
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,10 +70,13 @@ class StageRuns:
     bm25: tuple[np.ndarray, np.ndarray]
     dense: tuple[np.ndarray, np.ndarray]
     fusion: tuple[np.ndarray, np.ndarray]
-    rerank: tuple[np.ndarray, np.ndarray] | None  # the reranked head only
-    order: np.ndarray  # final order: reranked head, then the rest of the fused list
+    rerank: tuple[np.ndarray, np.ndarray] | None  # the cross-encoder's head only
+    order: np.ndarray  # final order: the last stage's head, then the rest of the list before it
     timings_ms: dict[str, float]
     rerank_status: dict
+    late: tuple[np.ndarray, np.ndarray] | None = None  # late interaction's head only
+    llm: tuple[np.ndarray, np.ndarray] | None = None  # the LLM's head, scored by rank (depth - position)
+    llm_status: dict | None = None
 
 
 def as_documents(docs: Iterable[DocLike]) -> list[Document]:
@@ -87,6 +96,35 @@ def as_documents(docs: Iterable[DocLike]) -> list[Document]:
     if len({d.id for d in out}) != len(out):
         raise CascadeError("document ids are not unique")
     return out
+
+
+STAGE_ORDER = ("hybrid", "late", "rerank", "llm")
+STAGE_DEPTHS = {"hybrid": "retrieve", "late": "late_depth", "rerank": "rerank_depth", "llm": "llm_depth"}
+
+
+def parse_stages(spec: str) -> dict[str, int]:
+    """`hybrid:150,late:60,rerank:20,llm:10` -> search() depths; a stage left out does not run.
+
+    Stages run in this fixed order, each reordering the head of the one before; hybrid is required.
+    """
+    depths = {"late_depth": 0, "rerank_depth": 0, "llm_depth": 0}
+    names = []
+    for part in [p.strip() for p in spec.split(",") if p.strip()]:
+        name, _, value = part.partition(":")
+        if name not in STAGE_DEPTHS:
+            raise CascadeError(f"unknown stage {name!r} in {spec!r} (choose from {', '.join(STAGE_ORDER)})")
+        try:
+            depth = int(value)
+        except ValueError:
+            raise CascadeError(f"stage {name!r} needs a depth, e.g. {name}:30 (got {part!r})") from None
+        if depth < 1:
+            raise CascadeError(f"stage {name!r} depth must be >= 1, got {depth}")
+        names.append(name)
+        depths[STAGE_DEPTHS[name]] = depth
+    if not names or names[0] != "hybrid" or names != sorted(set(names), key=STAGE_ORDER.index):
+        raise CascadeError(f"stages must start with hybrid and follow the order {' -> '.join(STAGE_ORDER)} "
+                           f"without repeats, got {spec!r}")
+    return depths
 
 
 def check_query(query: object) -> None:
@@ -109,7 +147,8 @@ def choose_reranker(spec: RerankerSpec | str, device: str | None) -> RerankerCho
 class Cascade:
     """An embedded two-stage search engine over one index. Build it, save it, load it, search it."""
 
-    def __init__(self, index: Index, encoder: Encoder, reranker: RerankerChoice, cache: CacheSpec = "memory"):
+    def __init__(self, index: Index, encoder: Encoder, reranker: RerankerChoice, cache: CacheSpec = "memory",
+                 llm: LLMReranker | None = None):
         if encoder.model_id != index.manifest["encoder"]["model"] or encoder.dim != index.dense.dim:
             raise CascadeError(f"encoder {encoder.model_id} (dim {encoder.dim}) does not match the index, "
                                f"built with {index.manifest['encoder']['model']} (dim {index.dense.dim})")
@@ -118,14 +157,33 @@ class Cascade:
         self.reranker = reranker.reranker
         self.rerank_unavailable = reranker.reason
         self.cache = open_cache(cache)
+        self.llm = llm
         self.build_stats: BuildStats | None = None
+        self._late_encoder: TokenEncoder | None = None
+
+    @property
+    def late_encoder(self) -> TokenEncoder:
+        """The query-side token encoder of the index's late-interaction store (loaded on first use)."""
+        info = self.index.manifest.get("late_interaction")
+        if self.index.late is None or not info:
+            raise CascadeError("this index has no late-interaction vectors; rebuild it with "
+                               "`cascade index ... --late-interaction`")
+        if self._late_encoder is None:
+            self._late_encoder = TokenEncoder(info["model"], device=str(self.encoder.device),
+                                              doc_max_length=info.get("max_length", 256))
+        return self._late_encoder
 
     @classmethod
     def build(cls, docs: Iterable[DocLike], path: str | Path | None = None, *, encoder: str | Encoder | None = None,
               reranker: RerankerSpec = "auto", passage_words: int | None = None, overlap: int | None = None,
               device: str | None = None, source: str | None = None, progress: bool = False,
-              cache: CacheSpec = "memory") -> "Cascade":
-        """Index `docs` (and save to `path` atomically, updating an existing index incrementally)."""
+              cache: CacheSpec = "memory", late_interaction: str | bool | None = None,
+              late_dtype: str | None = None) -> "Cascade":
+        """Index `docs` (and save to `path` atomically, updating an existing index incrementally).
+
+        `late_interaction`: also store token vectors for late interaction, from this model (True: the
+        bundled bi-encoder); None keeps what the existing index has, False drops them.
+        """
         documents = as_documents(docs)
         previous = None
         if path is not None and (Path(path) / MANIFEST).exists():
@@ -136,26 +194,39 @@ class Cascade:
         if not isinstance(encoder, Encoder):
             name = encoder or (previous.manifest["encoder"]["model"] if previous else DEFAULT_ENCODER)
             encoder = Encoder(name, device=device)
+        old_late = (previous.manifest.get("late_interaction") or {}) if previous else {}
+        if late_interaction is None:
+            late_interaction = old_late.get("model") or False
+        late = None
+        if late_interaction:
+            late = TokenEncoder(DEFAULT_ENCODER if late_interaction is True else late_interaction, device=device)
         index, stats = Index.build(documents, encoder, passage_words=passage_words, overlap=overlap,
-                                   previous=previous, source=source, progress=progress)
+                                   previous=previous, source=source, progress=progress, late=late,
+                                   late_dtype=late_dtype or old_late.get("dtype", "fp16"))
         if path is not None:
             index.save(path)
         cascade = cls(index, encoder, choose_reranker(reranker, device), cache=cache)
+        cascade._late_encoder = late
         cascade.build_stats = stats
         return cascade
 
     @classmethod
     def load(cls, path: str | Path, *, reranker: RerankerSpec = "auto", device: str | None = None,
-             cache: CacheSpec = "memory") -> "Cascade":
+             cache: CacheSpec = "memory", llm: LLMReranker | None = None) -> "Cascade":
         """Open a saved index. `cache`: "memory" (in-process LRU), "none", or a redis:// URL to share scores."""
         index = Index.load(path)
         return cls(index, Encoder(index.manifest["encoder"]["model"], device=device), choose_reranker(reranker, device),
-                   cache=cache)
+                   cache=cache, llm=llm)
 
     def search(self, query: str, retrieve: int = 150, rerank_depth: int = 30, top: int = 8,
                fusion: str = "rrf", alpha: float = 0.5, batch_size: int = 8,
-               budget_ms: float | None = DEFAULT_BUDGET_MS, blend: float = DEFAULT_BLEND) -> SearchResult:
+               budget_ms: float | None = DEFAULT_BUDGET_MS, blend: float = DEFAULT_BLEND, late_depth: int = 0,
+               llm_depth: int = 0) -> SearchResult:
         """Retrieve `retrieve` fused candidates, rerank the first `rerank_depth`, return the best `top`.
+
+        `late_depth` > 0 first reorders that many fused candidates by late interaction (the index must have
+        been built with it), and the cross-encoder then reranks the top `rerank_depth` of that order.
+        `llm_depth` > 0 finally lets the LLM (`Cascade(llm=...)`) reorder the top `llm_depth`.
 
         `budget_ms` bounds the whole search (None: no limit): reranking takes the largest depth its cost
         estimate says fits in what the first stage left, and stops early if batches run slow; the result
@@ -170,38 +241,51 @@ class Cascade:
         if not isinstance(top, (int, np.integer)) or top < 1:
             raise CascadeError(f"top must be an integer >= 1, got {top!r}")
         run = self.run_stages(query, retrieve=retrieve, rerank_depth=rerank_depth, fusion=fusion, alpha=alpha,
-                              batch_size=batch_size, budget_ms=budget_ms, blend=blend)
+                              batch_size=batch_size, budget_ms=budget_ms, blend=blend, late_depth=late_depth,
+                              llm_depth=llm_depth)
         stage_lists = {"bm25": run.bm25, "dense": run.dense, "fusion": run.fusion}
-        if run.rerank is not None:
-            stage_lists["rerank"] = run.rerank
+        for name in ("late", "rerank", "llm"):
+            if getattr(run, name) is not None:
+                stage_lists[name] = getattr(run, name)
         lookup = {name: {int(i): (float(s), r) for r, (i, s) in enumerate(zip(*lst), 1)}
                   for name, lst in stage_lists.items()}
         hits = []
         for rank, i in enumerate(run.order[:top], 1):
             seen = {name: lookup[name].get(int(i)) if name in lookup else None for name in STAGES}
-            last = "rerank" if seen["rerank"] else "fusion"
+            last = next(name for name in ("llm", "rerank", "late", "fusion") if seen[name])
             p = self.index.passages[int(i)]
             hits.append(Hit(id=p.id, doc_id=p.doc_id, title=p.title, text=p.text, score=seen[last][0], rank=rank,
                             stage_scores={k: v[0] if v else None for k, v in seen.items()},
                             stage_ranks={k: v[1] if v else None for k, v in seen.items()}))
+        degraded = bool(run.rerank_status.get("degraded")) or bool(run.llm_status and run.llm_status["degraded"])
         return SearchResult(query=query.strip(), hits=hits, timings_ms=run.timings_ms, rerank=run.rerank_status,
-                            degraded=bool(run.rerank_status.get("degraded")))
+                            degraded=degraded, llm=run.llm_status)
 
     def run_stages(self, query: str, retrieve: int = 150, rerank_depth: int = 30, fusion: str = "rrf",
                    alpha: float = 0.5, batch_size: int = 8, first_stage_depth: int = 0,
-                   budget_ms: float | None = None, blend: float = DEFAULT_BLEND) -> "StageRuns":
+                   budget_ms: float | None = None, blend: float = DEFAULT_BLEND, late_depth: int = 0,
+                   llm_depth: int = 0) -> "StageRuns":
         """Every stage's ranking for one query (what `search` shows and `evaluate` scores).
 
         BM25 and dense retrieve max(retrieve, first_stage_depth) passages; fusion always uses the top
         `retrieve` of each, so evaluation runs can go deeper without changing the cascade.
         """
         check_query(query)
-        for name, value, least in (("retrieve", retrieve, 1), ("rerank_depth", rerank_depth, 0)):
+        for name, value, least in (("retrieve", retrieve, 1), ("rerank_depth", rerank_depth, 0),
+                                   ("late_depth", late_depth, 0), ("llm_depth", llm_depth, 0)):
             if not isinstance(value, (int, np.integer)) or value < least:
                 raise CascadeError(f"{name} must be an integer >= {least}, got {value!r}")
-        if retrieve < rerank_depth:
-            raise CascadeError(f"retrieve ({retrieve}) must be >= rerank_depth ({rerank_depth}): "
-                               "the reranker can only reorder candidates the first stage found")
+        if retrieve < max(rerank_depth, late_depth, llm_depth):
+            raise CascadeError(f"retrieve ({retrieve}) must be >= every stage's depth (rerank_depth {rerank_depth}, "
+                               f"late_depth {late_depth}, llm_depth {llm_depth}): a later stage can only reorder "
+                               "candidates the first stage found")
+        if late_depth and rerank_depth > late_depth:
+            raise CascadeError(f"rerank_depth ({rerank_depth}) must be <= late_depth ({late_depth}): the cross-encoder "
+                               "reranks the head of the late-interaction order")
+        if llm_depth and self.llm is None:
+            raise CascadeError("llm_depth > 0 needs an LLM reranker: pass --llm-url and --llm-model "
+                               "(Cascade(..., llm=LLMReranker(url, model)))")
+        late_encoder = self.late_encoder if late_depth else None
         if fusion not in FUSIONS:
             raise CascadeError(f"unknown fusion {fusion!r} (choose from {', '.join(FUSIONS)})")
         if budget_ms is not None and (not isinstance(budget_ms, (int, float, np.number)) or not budget_ms >= 0):
@@ -218,13 +302,41 @@ class Cascade:
         fused = fuse(fusion, (bm25[0][:retrieve], bm25[1][:retrieve]), (dense[0][:retrieve], dense[1][:retrieve]),
                      limit=retrieve, alpha=alpha)
         t.append(time.perf_counter())
-        order, rerank_scores, status = self._rerank(query, fused[0], rerank_depth, batch_size, deadline, blend_beta)
-        t.append(time.perf_counter())
-        timings = {name: (b - a) * 1000 for name, a, b in zip(STAGES, t, t[1:])}
-        timings["total"] = (t[-1] - t[0]) * 1000
+        names = ["bm25", "dense", "fusion"]
+        order, late = fused[0], None
+        if late_encoder is not None:
+            head = order[:late_depth]
+            scores = self.index.late.score(late_encoder.encode([query], query=True)[0], head)
+            best = np.argsort(-scores, kind="stable")
+            late = (head[best], scores[best])
+            order = np.concatenate([late[0], order[late_depth:]])
+            names.append("late")
+            t.append(time.perf_counter())
+        order, rerank_scores, status = self._rerank(query, order, rerank_depth, batch_size, deadline, blend_beta)
         rerank = (order[: len(rerank_scores)], rerank_scores) if rerank_scores is not None else None
+        names.append("rerank")
+        t.append(time.perf_counter())
+        llm, llm_status = None, None
+        if llm_depth:
+            order, llm, llm_status = self._llm(query, order, llm_depth)
+            names.append("llm")
+            t.append(time.perf_counter())
+        timings = {name: (b - a) * 1000 for name, a, b in zip(names, t, t[1:])}
+        timings["total"] = (t[-1] - t[0]) * 1000
         return StageRuns(bm25=bm25, dense=dense, fusion=fused, rerank=rerank, order=order, timings_ms=timings,
-                         rerank_status=status)
+                         rerank_status=status, late=late, llm=llm, llm_status=llm_status)
+
+    def _llm(self, query: str, candidates: np.ndarray, depth: int) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], dict]:
+        """The LLM's listwise order of the top `depth` (the previous order on any failure, marked degraded).
+
+        Outside `budget_ms`, which bounds retrieval and reranking: the LLM has its own timeout per call."""
+        head = candidates[:depth]
+        ranking = self.llm.rerank(query, [self.index.passages[int(i)].content for i in head])
+        new_head = head[ranking.order]
+        status = {"model": self.llm.model_id, "depth": len(head), "degraded": ranking.degraded,
+                  "reason": ranking.reason, "calls": ranking.calls, "tokens": ranking.tokens}
+        scores = (len(head) - np.arange(len(head))).astype(np.float32)
+        return np.concatenate([new_head, candidates[depth:]]), (new_head, scores), status
 
     def _rerank(self, query: str, candidates: np.ndarray, depth: int, batch_size: int,
                 deadline: float | None, blend_beta: float) -> tuple[np.ndarray, np.ndarray | None, dict]:

@@ -1,0 +1,150 @@
+"""Listwise LLM reranking (RankGPT): an OpenAI-compatible chat model orders windows of candidates.
+
+The model sees `window` numbered passages at a time and answers with an ordering like `[3] > [1] > [2]`.
+Windows slide from the bottom of the list to the top by `step`, so a strong passage can climb all the way
+up in one pass. The model's answer is never trusted blindly: ids it leaves out, repeats or invents are
+ignored, and the passages it did not place keep their previous relative order below the ones it did.
+Any timeout, HTTP error or unreadable response makes the whole stage fall back to the previous stage's
+order, marked degraded, so a flaky endpoint never reorders results half-way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from cascade.errors import CascadeError
+
+SYSTEM = "You are RankGPT, an intelligent assistant that ranks passages by their relevance to a search query."
+ID_PATTERN = re.compile(r"\[(\d+)\]")
+
+
+@dataclass
+class LLMRanking:
+    """The stage's outcome: `order` indexes the input passages, best first."""
+
+    order: np.ndarray
+    degraded: bool = False
+    reason: str = ""
+    calls: int = 0
+    tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "completion": 0})
+
+
+class LLMCallError(Exception):
+    """One chat-completions call failed (timeout, HTTP error, unreadable body)."""
+
+
+def parse_ranking(text: str, n: int) -> list[int]:
+    """0-based order of `n` windowed passages from a model answer; missing ids keep their relative order.
+
+    `[2] > [3] > [2] > [9]` with n=3 gives [1, 2, 0]: the repeat and the unknown [9] are ignored, and
+    the unmentioned [1] goes after the placed ones.
+    """
+    placed: list[int] = []
+    for match in ID_PATTERN.finditer(text):
+        k = int(match.group(1)) - 1
+        if 0 <= k < n and k not in placed:
+            placed.append(k)
+    return placed + [k for k in range(n) if k not in placed]
+
+
+def windows(n: int, window: int, step: int) -> list[tuple[int, int]]:
+    """(start, end) spans from the bottom of an n-long list to the top, RankGPT's sliding order."""
+    spans, end = [], n
+    while True:
+        start = max(0, end - window)
+        spans.append((start, end))
+        if start == 0:
+            return spans
+        end -= step
+
+
+class LLMReranker:
+    """RankGPT over any OpenAI-compatible `/chat/completions` endpoint (OpenAI, vLLM, llama.cpp, Ollama...).
+
+    `url` is the base URL (`http://host:8000/v1`) or the full `.../chat/completions` URL; the API key is
+    read from the environment variable `api_key_env` (none sent when it is unset).
+    """
+
+    def __init__(self, url: str, model: str, *, window: int = 20, step: int = 10, timeout_s: float = 30.0,
+                 api_key_env: str = "OPENAI_API_KEY", max_passage_words: int = 120):
+        if not url.startswith(("http://", "https://")):
+            raise CascadeError(f"--llm-url must be an http(s) URL, got {url!r}")
+        if not model:
+            raise CascadeError("--llm-model is required with --llm-url")
+        if window < 2 or not 1 <= step <= window:
+            raise CascadeError(f"need window >= 2 and 1 <= step <= window, got window {window}, step {step}")
+        if not timeout_s > 0:
+            raise CascadeError(f"LLM timeout must be > 0 seconds, got {timeout_s}")
+        base = url.rstrip("/")
+        self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
+        self.model_id = model
+        self.window, self.step, self.timeout_s = window, step, timeout_s
+        self.api_key_env = api_key_env
+        self.max_passage_words = max_passage_words
+
+    def rerank(self, query: str, passages: Sequence[str]) -> LLMRanking:
+        """Order `passages` (the previous stage's order) by the LLM: one call per window, each within timeout_s."""
+        result = LLMRanking(order=np.arange(len(passages)))
+        order = list(range(len(passages)))
+        for start, end in windows(len(passages), self.window, self.step) if len(passages) > 1 else []:
+            span = order[start:end]
+            try:
+                answer = self._chat(self._prompt(query, [passages[i] for i in span]), result)
+            except LLMCallError as e:
+                return self._fallback(result, str(e))
+            order[start:end] = [span[k] for k in parse_ranking(answer, len(span))]
+        result.order = np.asarray(order, dtype=np.int64)
+        return result
+
+    @staticmethod
+    def _fallback(result: LLMRanking, reason: str) -> LLMRanking:
+        result.order = np.arange(len(result.order))
+        result.degraded, result.reason = True, f"LLM rerank skipped, previous order kept: {reason}"
+        return result
+
+    def _prompt(self, query: str, texts: Sequence[str]) -> str:
+        lines = [f"Rank the {len(texts)} passages below by their relevance to the search query: {query}", ""]
+        for k, text in enumerate(texts, 1):
+            words = text.split()
+            lines.append(f"[{k}] {' '.join(words[: self.max_passage_words])}")
+        lines += ["", f"Search query: {query}",
+                  f"Rank all {len(texts)} passages, most relevant first, as identifiers separated by '>', "
+                  "e.g. [2] > [1] > [3]. Answer with the ranking only."]
+        return "\n".join(lines)
+
+    def _chat(self, prompt: str, result: LLMRanking) -> str:
+        body = {"model": self.model_id, "temperature": 0,
+                "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]}
+        headers = {"content-type": "application/json"}
+        key = os.environ.get(self.api_key_env)
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        request = urllib.request.Request(self.url, data=json.dumps(body).encode("utf-8"), headers=headers)
+        result.calls += 1
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                payload = json.loads(response.read().decode("utf-8"))
+        except urllib.error.HTTPError as e:
+            raise LLMCallError(f"HTTP {e.code} from {self.url}") from None
+        except (urllib.error.URLError, TimeoutError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise LLMCallError(f"{self.url} unreachable or too slow ({reason})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise LLMCallError(f"{self.url} answered with a body that is not JSON") from None
+        try:
+            content = payload["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            raise LLMCallError(f"{self.url} answered without choices[0].message.content") from None
+        usage = payload.get("usage") if isinstance(payload, dict) else None
+        if isinstance(usage, dict):
+            result.tokens["prompt"] += int(usage.get("prompt_tokens") or 0)
+            result.tokens["completion"] += int(usage.get("completion_tokens") or 0)
+        return content if isinstance(content, str) else ""
