@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cache-ttl", type=positive, default=DEFAULT_TTL_S, metavar="S",
                    help="seconds a score lives in Redis (default one week)")
     add_stage_options(s)
+    s.add_argument("--stages", default=None, metavar="SPEC",
+                   help="all depths at once, e.g. hybrid:150,late:60,rerank:20,llm:10 (a stage left out does not "
+                        "run); overrides --retrieve, --late-depth, --rerank-depth and --llm-depth")
     s.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
     d = sub.add_parser("demo", help="index the bundled demo corpus and show how reranking reorders it",
@@ -124,9 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataset_options(e, default_split="test")
     add_blend_option(e)
     e.add_argument("--stages", default=",".join(EVAL_STAGES),
-                   help=f"comma-separated subset of {','.join(EVAL_STAGES)} (default: all; hybrid+rerank is "
-                        "skipped with a note when no reranker is available)")
+                   help=f"comma-separated stages (default {','.join(EVAL_STAGES)}; hybrid+rerank is skipped with a "
+                        "note when no reranker is available): bm25, dense, hybrid, or a chain hybrid+late, "
+                        "hybrid+late+rerank, hybrid+rerank+llm, ... (late, rerank, llm in that order)")
     e.add_argument("--rerank-depth", type=non_negative, default=30, metavar="D", help="reranked candidates (30)")
+    add_stage_options(e, late_depth=60, llm_depth=10)
     e.add_argument("--json", dest="json_out", default=None, metavar="FILE", help="write the numbers as JSON")
     e.add_argument("--run-dir", default=None, metavar="DIR", help="write one TREC run file per stage")
     e.add_argument("--report", default=None, metavar="FILE", help="write a .md or .html report with a plot")
@@ -138,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataset_options(w, default_split="dev")
     add_blend_option(w)
     w.add_argument("--depths", default="10,20,30,50,100,150", help="comma-separated depths (default 10,...,150)")
+    w.add_argument("--late-depth", type=non_negative, default=0, metavar="L",
+                   help="sweep the cross-encoder over the head of a late-interaction stage of depth L (0: none)")
     w.add_argument("--latency-queries", type=positive, default=20, help="queries timed at every depth (20)")
     w.add_argument("--out", default=None, metavar="DIR",
                    help="where sweep.md, sweep.json and sweep.png go (default: ./sweep-DATASET-SPLIT)")
@@ -248,15 +255,14 @@ def add_dataset_options(p: argparse.ArgumentParser, default_split: str) -> None:
     add_search_options(p)
 
 
-def add_stage_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--late-depth", type=non_negative, default=0, metavar="L",
+def add_stage_options(p: argparse.ArgumentParser, late_depth: int = 0, llm_depth: int = 0) -> None:
+    p.add_argument("--late-depth", type=non_negative, default=late_depth, metavar="L",
                    help="late interaction (MaxSim over stored token vectors) reorders the top L fused candidates "
-                        "before the cross-encoder takes its top D; needs an index built with --late-interaction (0)")
-    p.add_argument("--llm-depth", type=non_negative, default=0, metavar="M",
-                   help="an LLM reorders the final top M, listwise (RankGPT); needs --llm-url and --llm-model (0)")
-    p.add_argument("--stages", default=None, metavar="SPEC",
-                   help="all depths at once, e.g. hybrid:150,late:60,rerank:20,llm:10 (a stage left out does not "
-                        "run); overrides --retrieve, --late-depth, --rerank-depth and --llm-depth")
+                        f"before the cross-encoder takes its top D; needs an index built with --late-interaction "
+                        f"({late_depth})")
+    p.add_argument("--llm-depth", type=non_negative, default=llm_depth, metavar="M",
+                   help=f"an LLM reorders the final top M, listwise (RankGPT); needs --llm-url and --llm-model "
+                        f"({llm_depth})")
     p.add_argument("--llm-url", default=None, metavar="URL",
                    help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM, llama.cpp, OpenAI)")
     p.add_argument("--llm-model", default=None, metavar="NAME", help="model name the endpoint serves")
@@ -354,6 +360,8 @@ def cmd_search(args: argparse.Namespace) -> None:
 
     check_query(args.query)  # fail before loading models
     depths = stage_depths(args)
+    if args.no_rerank:
+        depths["rerank_depth"] = 0
     if depths["retrieve"] < depths["rerank_depth"]:
         raise CascadeError(f"--retrieve ({depths['retrieve']}) must be >= --rerank-depth ({depths['rerank_depth']})")
     llm = llm_reranker(args)
@@ -377,7 +385,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(reranker=reranker_spec(args), out=args.out, device=args.device)
 
 
-def open_dataset(args: argparse.Namespace, reranker: str | None):
+def open_dataset(args: argparse.Namespace, reranker: str | None, late_interaction: bool | None = None):
     from pathlib import Path
 
     from cascade.evaluate.beir import load_split
@@ -386,30 +394,37 @@ def open_dataset(args: argparse.Namespace, reranker: str | None):
     split = load_split(args.data, args.split)  # fail on a bad split before indexing anything
     cascade = open_cascade(Path(args.data), Path(args.index) if args.index else None, reranker,
                            device=args.device, passage_words=args.passage_words, overlap=args.overlap,
-                           progress=not args.quiet)
+                           progress=not args.quiet, late_interaction=late_interaction)
     return split, cascade
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from cascade.evaluate.diagnostics import diagnose
     from cascade.evaluate.report import eval_json, plot_stages, stage_table, write_json, write_report, write_runs
-    from cascade.evaluate.runner import evaluate, parse_stages
+    from cascade.evaluate.runner import chain, evaluate, parse_stages
 
     stages = parse_stages(args.stages)
     explicit = args.stages != ",".join(EVAL_STAGES)
-    wants_rerank = "hybrid+rerank" in stages
-    if wants_rerank and args.no_rerank:
+    reranked = [s for s in stages if "rerank" in (chain(s) or ())]
+    if reranked and args.no_rerank:
         if explicit:
-            raise CascadeError("--no-rerank contradicts --stages hybrid+rerank")
-        stages.remove("hybrid+rerank")
-    split, cascade = open_dataset(args, reranker_spec(args) if "hybrid+rerank" in stages else None)
-    if "hybrid+rerank" in stages and cascade.reranker is None and not explicit:
-        print(f"note: skipping hybrid+rerank: rerank unavailable ({cascade.rerank_unavailable})")
-        stages.remove("hybrid+rerank")
+            raise CascadeError(f"--no-rerank contradicts --stages {','.join(reranked)}")
+        stages = [s for s in stages if s not in reranked]
     if args.retrieve < args.rerank_depth:
         raise CascadeError(f"--retrieve ({args.retrieve}) must be >= --rerank-depth ({args.rerank_depth})")
+    uses = {link for s in stages for link in chain(s) or ()}
+    llm = llm_reranker(args)
+    if "llm" in uses and llm is None:
+        raise CascadeError("an llm stage needs --llm-url and --llm-model")
+    split, cascade = open_dataset(args, reranker_spec(args) if "rerank" in uses else None,
+                                  late_interaction=True if "late" in uses else None)
+    cascade.llm = llm
+    if reranked and cascade.reranker is None and not explicit:
+        print(f"note: skipping hybrid+rerank: rerank unavailable ({cascade.rerank_unavailable})")
+        stages = [s for s in stages if s not in reranked]
     result = evaluate(cascade, split, stages, retrieve=args.retrieve, rerank_depth=args.rerank_depth,
-                      fusion=args.fusion, limit=args.queries, progress=not args.quiet, blend=args.blend)
+                      fusion=args.fusion, limit=args.queries, progress=not args.quiet, blend=args.blend,
+                      late_depth=args.late_depth, llm_depth=args.llm_depth)
     notes = diagnose(result, {q: split.qrels[q] for q in list(split.queries)[: result.queries]})
     table = stage_table(result)
     title = f"{result.dataset} / {result.split}: {result.queries} queries"
@@ -440,9 +455,9 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         raise CascadeError(f"depth {depths[-1]} exceeds --retrieve {args.retrieve}")
     if args.no_rerank:
         raise CascadeError("a rerank depth sweep needs a reranker; drop --no-rerank")
-    split, cascade = open_dataset(args, reranker_spec(args))
+    split, cascade = open_dataset(args, reranker_spec(args), late_interaction=True if args.late_depth else None)
     result = sweep(cascade, split, depths, retrieve=args.retrieve, fusion=args.fusion, limit=args.queries,
-                   blend=args.blend,
+                   blend=args.blend, late_depth=args.late_depth,
                    latency_queries=args.latency_queries, progress=not args.quiet)
     out = Path(args.out or f"sweep-{result.dataset}-{result.split}")
     table = sweep_table(result)

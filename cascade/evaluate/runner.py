@@ -22,7 +22,8 @@ from cascade.evaluate.metrics import mean, per_query
 from cascade.pipeline import Cascade, RerankerSpec, StageRuns
 from cascade.rerank.blend import DEFAULT_BLEND
 
-STAGES = ("bm25", "dense", "hybrid", "hybrid+rerank")
+STAGES = ("bm25", "dense", "hybrid", "hybrid+rerank")  # the default; any hybrid+late/rerank/llm chain is allowed
+CHAIN = ("late", "rerank", "llm")
 RUN_DEPTH = 1000  # documents kept per query in first-stage runs, as BEIR/trec_eval runs do
 Run = dict[str, dict[str, float]]
 
@@ -48,12 +49,26 @@ class EvalResult:
         return list(next(iter(self.stages.values())).metrics)
 
 
+def chain(stage: str) -> tuple[str, ...] | None:
+    """("late", "rerank") for "hybrid+late+rerank"; () for "hybrid"; None for anything that is not a chain."""
+    first, *rest = stage.split("+")
+    ok = first == "hybrid" and len(set(rest)) == len(rest) and all(r in CHAIN for r in rest)
+    return tuple(sorted(rest, key=CHAIN.index)) if ok and rest == sorted(rest, key=CHAIN.index) else None
+
+
 def parse_stages(text: str) -> list[str]:
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    unknown = [s for s in names if s not in STAGES]
+    """Stage names in a canonical order: bm25, dense, then hybrid chains shortest first."""
+    names = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    unknown = [s for s in names if s not in ("bm25", "dense") and chain(s) is None]
     if unknown or not names:
-        raise CascadeError(f"unknown stage(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(STAGES)}")
-    return [s for s in STAGES if s in names]
+        raise CascadeError(f"unknown stage(s) {', '.join(unknown) or '(none)'}; choose from bm25, dense, hybrid, "
+                           "or hybrid followed by +late, +rerank, +llm in that order (e.g. hybrid+late+rerank)")
+    return sorted(names, key=_stage_order)
+
+
+def _stage_order(stage: str) -> tuple:
+    links = chain(stage) or ()
+    return stage != "bm25", stage != "dense", len(links), [CHAIN.index(link) for link in links]
 
 
 def default_index_dir(data: Path) -> Path:
@@ -64,14 +79,23 @@ def default_index_dir(data: Path) -> Path:
 
 
 def open_cascade(data: Path, index_dir: Path | None, reranker: RerankerSpec, device: str | None = None,
-                 passage_words: int | None = None, overlap: int | None = None, progress: bool = True) -> Cascade:
+                 passage_words: int | None = None, overlap: int | None = None, progress: bool = True,
+                 late_interaction: str | bool | None = None) -> Cascade:
     """Build (or incrementally refresh) the dataset's index, then load it with the reranker.
 
+    `late_interaction` as in `Cascade.build`: True adds token vectors when the index has none yet.
     No score cache: a sweep revisits the same queries, and cached scores would hide the reranker's cost."""
     docs = load_documents(data)
-    return Cascade.build(docs, index_dir or default_index_dir(data), reranker=reranker, device=device,
+    index_dir = index_dir or default_index_dir(data)
+    if late_interaction is True:
+        from cascade.index import MANIFEST
+
+        manifest = index_dir / MANIFEST
+        if manifest.is_file() and "late_interaction" in manifest.read_text(encoding="utf-8"):
+            late_interaction = None  # keep the model the index already has
+    return Cascade.build(docs, index_dir, reranker=reranker, device=device,
                          passage_words=passage_words, overlap=overlap, source=str(data.resolve()),
-                         progress=progress, cache=None)
+                         progress=progress, cache=None, late_interaction=late_interaction)
 
 
 def doc_run(passages: Sequence[Passage], ids: np.ndarray, scores: np.ndarray, depth: int) -> dict[str, float]:
@@ -94,31 +118,48 @@ def final_ranking(runs: StageRuns) -> tuple[np.ndarray, np.ndarray]:
     return runs.order, np.concatenate([head_scores, floor - 1.0 - np.arange(len(tail))])
 
 
+def chain_ranking(runs: StageRuns) -> tuple[np.ndarray, np.ndarray]:
+    """A chain's final list with non-increasing scores (the cross-encoder's own when it ran last)."""
+    if runs.rerank is not None and runs.llm is None:
+        return final_ranking(runs)
+    return runs.order, -np.arange(len(runs.order), dtype=np.float64)
+
+
 def evaluate(cascade: Cascade, split: Split, stages: Sequence[str] = STAGES, retrieve: int = 150,
              rerank_depth: int = 30, fusion: str = "rrf", limit: int | None = None,
-             progress: bool = True, blend: float = DEFAULT_BLEND) -> EvalResult:
-    """Score each requested stage on `split` (optionally its first `limit` queries), with no latency budget."""
-    stages = list(stages)
-    if "hybrid+rerank" in stages and cascade.reranker is None:
-        raise CascadeError(f"stage hybrid+rerank needs a reranker: {cascade.rerank_unavailable}")
-    depth = rerank_depth if "hybrid+rerank" in stages else 0
+             progress: bool = True, blend: float = DEFAULT_BLEND, late_depth: int = 60,
+             llm_depth: int = 10) -> EvalResult:
+    """Score each requested stage on `split` (optionally its first `limit` queries), with no latency budget.
+
+    Each hybrid chain (e.g. hybrid+late+rerank) runs the cascade with just those stages at the given depths;
+    its latency is the sum of its stages' times, and `<stage>_p50` is each added stage's own time."""
+    stages = parse_stages(",".join(stages))
+    if any("rerank" in (chain(s) or ()) for s in stages) and cascade.reranker is None:
+        raise CascadeError(f"the rerank stage needs a reranker: {cascade.rerank_unavailable}")
+    configs = {s: chain(s) for s in stages if chain(s)}
     qids = list(split.queries)[:limit] if limit else list(split.queries)
     depth_recall = [f"recall@{rerank_depth}"] if rerank_depth else []
     names = list(dict.fromkeys(["ndcg@10", "mrr@10", "recall@100", *depth_recall, f"recall@{retrieve}", "p@5"]))
     runs: dict[str, Run] = {s: {} for s in stages}
     latency: dict[str, list[float]] = {s: [] for s in stages}
-    rerank_ms: list[float] = []  # the cross-encoder alone: what comparing rerankers needs
+    stage_ms: dict[str, dict[str, list[float]]] = {s: {c: [] for c in configs.get(s, ())} for s in stages}
     first_stage_depth = RUN_DEPTH if {"bm25", "dense"} & set(stages) else 0
     passages = cascade.index.passages
     for qid in tqdm(qids, desc=f"evaluating {split.name}/{split.split}", unit="q", disable=not progress):
-        r = cascade.run_stages(split.queries[qid], retrieve=retrieve, rerank_depth=depth, fusion=fusion,
-                               first_stage_depth=first_stage_depth, blend=blend)
+        query = split.queries[qid]
+        r = cascade.run_stages(query, retrieve=retrieve, rerank_depth=0, fusion=fusion,
+                               first_stage_depth=first_stage_depth)
         t = r.timings_ms
-        ranked = {"bm25": (r.bm25, t["bm25"]), "dense": (r.dense, t["dense"]),
-                  "hybrid": (r.fusion, t["bm25"] + t["dense"] + t["fusion"])}
-        if "hybrid+rerank" in stages:
-            ranked["hybrid+rerank"] = (final_ranking(r), t["bm25"] + t["dense"] + t["fusion"] + t["rerank"])
-            rerank_ms.append(t["rerank"])
+        first = t["bm25"] + t["dense"] + t["fusion"]
+        ranked = {"bm25": (r.bm25, t["bm25"]), "dense": (r.dense, t["dense"]), "hybrid": (r.fusion, first)}
+        for s, links in configs.items():
+            c = cascade.run_stages(query, retrieve=retrieve, fusion=fusion, blend=blend,
+                                   late_depth=late_depth if "late" in links else 0,
+                                   rerank_depth=rerank_depth if "rerank" in links else 0,
+                                   llm_depth=llm_depth if "llm" in links else 0)
+            ranked[s] = (chain_ranking(c), first + sum(c.timings_ms[link] for link in links))
+            for link in links:
+                stage_ms[s][link].append(c.timings_ms[link])
         for s in stages:
             (ids, scores), ms = ranked[s]
             runs[s][qid] = doc_run(passages, ids, scores, RUN_DEPTH)
@@ -128,11 +169,12 @@ def evaluate(cascade: Cascade, split: Split, stages: Sequence[str] = STAGES, ret
     for s in stages:
         pq = per_query(runs[s], qrels, names)
         ms = {"p50": float(np.percentile(latency[s], 50)), "p95": float(np.percentile(latency[s], 95))}
-        if s == "hybrid+rerank":
-            ms |= {"rerank_p50": float(np.percentile(rerank_ms, 50)), "rerank_p95": float(np.percentile(rerank_ms, 95))}
+        for link, values in stage_ms[s].items():
+            ms |= {f"{link}_p50": float(np.percentile(values, 50)), f"{link}_p95": float(np.percentile(values, 95))}
         results[s] = StageResult(metrics={m: mean(v) for m, v in pq.items()}, per_query=pq, latency_ms=ms, run=runs[s])
     return EvalResult(dataset=split.name, split=split.split, queries=len(qids),
-                      settings={"retrieve": retrieve, "rerank_depth": rerank_depth, "fusion": fusion, "blend": blend,
+                      settings={"retrieve": retrieve, "rerank_depth": rerank_depth, "late_depth": late_depth,
+                                "llm_depth": llm_depth, "fusion": fusion, "blend": blend,
                                 "reranker": cascade.reranker.model_id if cascade.reranker else None,
                                 "encoder": cascade.encoder.model_id,
                                 "passage_words": cascade.index.manifest["settings"]["passage_words"],

@@ -58,19 +58,24 @@ def suggest(rows: Sequence[dict], tolerance: float = TOLERANCE) -> tuple[int, in
 
 def sweep(cascade: Cascade, split: Split, depths: Sequence[int], retrieve: int = 150, fusion: str = "rrf",
           limit: int | None = None, latency_queries: int = 20, progress: bool = True,
-          blend: float = DEFAULT_BLEND) -> SweepResult:
+          blend: float = DEFAULT_BLEND, late_depth: int = 0) -> SweepResult:
+    """nDCG@10 and rerank latency at each depth; with `late_depth`, the cross-encoder reranks the head of the
+    late-interaction order instead of the fused one."""
     if cascade.reranker is None:
         raise CascadeError(f"a depth sweep needs a reranker: {cascade.rerank_unavailable}")
     depths = sorted(depths)
     if depths[-1] > retrieve:
         raise CascadeError(f"depth {depths[-1]} exceeds --retrieve {retrieve}; retrieve at least as many candidates")
+    if late_depth and depths[-1] > late_depth:
+        raise CascadeError(f"depth {depths[-1]} exceeds --late-depth {late_depth}: the cross-encoder reranks the "
+                           "head of the late-interaction order")
     qids = list(split.queries)[:limit] if limit else list(split.queries)
     passages = cascade.index.passages
     runs: dict[int, dict] = {d: {} for d in [0, *depths]}
     for qid in tqdm(qids, desc=f"sweeping {split.name}/{split.split}", unit="q", disable=not progress):
         r = cascade.run_stages(split.queries[qid], retrieve=retrieve, rerank_depth=depths[-1], fusion=fusion,
-                               blend=0)  # raw scores once; each depth's blend is computed from them below
-        fused = r.fusion[0]
+                               blend=0, late_depth=late_depth)  # raw scores once; each depth's blend below
+        fused = np.concatenate([r.late[0], r.fusion[0][late_depth:]]) if late_depth else r.fusion[0]
         score = dict(zip(r.rerank[0].tolist(), r.rerank[1].tolist()))
         runs[0][qid] = doc_run(passages, fused, -np.arange(len(fused), dtype=float), RUN_DEPTH)
         for d in depths:
@@ -85,7 +90,7 @@ def sweep(cascade: Cascade, split: Split, depths: Sequence[int], retrieve: int =
     for qid in tqdm(timing_qids, desc="timing rerank depths", unit="q", disable=not progress):
         for d in depths:
             t = cascade.run_stages(split.queries[qid], retrieve=retrieve, rerank_depth=d, fusion=fusion,
-                                   blend=blend).timings_ms
+                                   blend=blend, late_depth=late_depth).timings_ms
             latency[d].append(t["rerank"])
     rows = [{"depth": d, "ndcg@10": ndcg[d], "latency_ms": {"p50": float(np.percentile(latency[d], 50)),
                                                             "p95": float(np.percentile(latency[d], 95))}}
@@ -93,5 +98,6 @@ def sweep(cascade: Cascade, split: Split, depths: Sequence[int], retrieve: int =
     best, suggested = suggest(rows)
     return SweepResult(dataset=split.name, split=split.split, queries=len(qids), rows=rows,
                        baseline={"ndcg@10": ndcg[0]}, best=best, suggested=suggested,
-                       settings={"retrieve": retrieve, "fusion": fusion, "reranker": cascade.reranker.model_id,
+                       settings={"retrieve": retrieve, "late_depth": late_depth, "fusion": fusion,
+                                 "reranker": cascade.reranker.model_id,
                                  "blend": blend, "latency_queries": len(timing_qids), "tolerance": TOLERANCE})
