@@ -84,31 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="search an index: hybrid retrieve -> rerank -> top hits",
                        description="Hybrid retrieve K candidates, rerank the top D with a cross-encoder, print the "
                                    "top N with each stage's score and rank and each stage's time.")
-    s.add_argument("index", help="index directory written by `cascade index`")
-    s.add_argument("query", help="the question or keywords")
-    add_search_options(s)
-    add_blend_option(s)
-    s.add_argument("--retrieve", type=positive, default=150, metavar="K", help="first-stage candidates (default 150)")
-    s.add_argument("--rerank-depth", type=non_negative, default=30, metavar="D",
-                   help="candidates the cross-encoder rescores; 0 = first stage only (default 30)")
+    add_query_options(s)
     s.add_argument("--top", type=positive, default=8, metavar="N", help="hits to return (default 8)")
-    s.add_argument("--fusion", choices=("rrf", "weighted"), default="rrf",
-                   help="rrf: reciprocal rank fusion (default); weighted: min-max normalised score sum")
-    s.add_argument("--alpha", type=float, default=0.5, help="dense weight for --fusion weighted (default 0.5)")
-    s.add_argument("--budget-ms", type=budget, default=DEFAULT_BUDGET_MS, metavar="MS",
-                   help="latency budget for the whole search (default %(default)g). Reranking takes the largest "
-                        "depth its running cost estimate says fits, stops before a batch that would overrun, and "
-                        "marks the result degraded; 'none' = no limit")
-    s.add_argument("--cache", default="memory", metavar="SPEC",
-                   help="reranker score cache: memory (in-process LRU, default), none, or redis://host:port/db to "
-                        "share scores across processes and restarts (pip install 'cascade-retrieval[redis]')")
-    s.add_argument("--cache-ttl", type=positive, default=DEFAULT_TTL_S, metavar="S",
-                   help="seconds a score lives in Redis (default one week)")
-    add_stage_options(s)
-    s.add_argument("--stages", default=None, metavar="SPEC",
-                   help="all depths at once, e.g. hybrid:150,late:60,rerank:20,llm:10 (a stage left out does not "
-                        "run); overrides --retrieve, --late-depth, --rerank-depth and --llm-depth")
-    s.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+    c = sub.add_parser("context", help="search, then pack the best passages into a numbered context for an LLM",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Run the search, drop near-duplicate passages, merge adjacent passages of one "
+                                   "document, number one source per document, and pack them best first into "
+                                   "--max-tokens tokens of the tokenizer you name (the first source that does not "
+                                   "fit is cut at a token boundary). Prints the context, then the sources.",
+                       epilog="example:\n  cascade context ./idx \"why does p99 rise under load?\" --max-tokens 1500 "
+                              "--tokenizer ./my-llm-tokenizer")
+    add_query_options(c)
+    c.add_argument("--top", type=positive, default=20, metavar="N", help="search hits to pack from (default 20)")
+    c.add_argument("--max-tokens", type=positive, default=2000, metavar="T", help="token budget (default 2000)")
+    c.add_argument("--tokenizer", default=None, metavar="NAME",
+                   help="Hugging Face tokenizer that counts the budget: your LLM's, as a local dir or hub id "
+                        "(default: the index's encoder tokenizer, an approximation)")
 
     d = sub.add_parser("demo", help="index the bundled demo corpus and show how reranking reorders it",
                        description="Index ~100 short passages that ship with Cascade (near-miss pairs such as "
@@ -175,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--batch-window-ms", type=float, default=5.0, metavar="MS",
                    help="how long the model thread waits to coalesce concurrent /rerank requests (default 5)")
     v.add_argument("--no-micro-batching", action="store_true", help="score each /rerank request on its own")
+    v.add_argument("--tokenizer", default=None, metavar="NAME",
+                   help="tokenizer /context counts its max_tokens in: your LLM's (default: the index encoder's)")
 
     t = sub.add_parser("train", help="fine-tune a cross-encoder reranker on BEIR-style labels",
                        description="Mine hard negatives with Cascade's own hybrid first stage, fine-tune a "
@@ -253,6 +247,34 @@ def add_dataset_options(p: argparse.ArgumentParser, default_split: str) -> None:
     p.add_argument("--overlap", type=non_negative, default=None, help="passage overlap in words (40)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_search_options(p)
+
+
+def add_query_options(s: argparse.ArgumentParser) -> None:
+    """What `search` and `context` share: the index, the query and every stage's settings."""
+    s.add_argument("index", help="index directory written by `cascade index`")
+    s.add_argument("query", help="the question or keywords")
+    add_search_options(s)
+    add_blend_option(s)
+    s.add_argument("--retrieve", type=positive, default=150, metavar="K", help="first-stage candidates (default 150)")
+    s.add_argument("--rerank-depth", type=non_negative, default=30, metavar="D",
+                   help="candidates the cross-encoder rescores; 0 = first stage only (default 30)")
+    s.add_argument("--fusion", choices=("rrf", "weighted"), default="rrf",
+                   help="rrf: reciprocal rank fusion (default); weighted: min-max normalised score sum")
+    s.add_argument("--alpha", type=float, default=0.5, help="dense weight for --fusion weighted (default 0.5)")
+    s.add_argument("--budget-ms", type=budget, default=DEFAULT_BUDGET_MS, metavar="MS",
+                   help="latency budget for the whole search (default %(default)g). Reranking takes the largest "
+                        "depth its running cost estimate says fits, stops before a batch that would overrun, and "
+                        "marks the result degraded; 'none' = no limit")
+    s.add_argument("--cache", default="memory", metavar="SPEC",
+                   help="reranker score cache: memory (in-process LRU, default), none, or redis://host:port/db to "
+                        "share scores across processes and restarts (pip install 'cascade-retrieval[redis]')")
+    s.add_argument("--cache-ttl", type=positive, default=DEFAULT_TTL_S, metavar="S",
+                   help="seconds a score lives in Redis (default one week)")
+    add_stage_options(s)
+    s.add_argument("--stages", default=None, metavar="SPEC",
+                   help="all depths at once, e.g. hybrid:150,late:60,rerank:20,llm:10 (a stage left out does not "
+                        "run); overrides --retrieve, --late-depth, --rerank-depth and --llm-depth")
+    s.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
 def add_stage_options(p: argparse.ArgumentParser, late_depth: int = 0, llm_depth: int = 0) -> None:
@@ -353,23 +375,10 @@ def cmd_index(args: argparse.Namespace) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    from cascade import Cascade
     from cascade.cli_format import format_result
-    from cascade.pipeline import check_query
-    from cascade.rerank.cache import open_cache
 
-    check_query(args.query)  # fail before loading models
-    depths = stage_depths(args)
-    if args.no_rerank:
-        depths["rerank_depth"] = 0
-    if depths["retrieve"] < depths["rerank_depth"]:
-        raise CascadeError(f"--retrieve ({depths['retrieve']}) must be >= --rerank-depth ({depths['rerank_depth']})")
-    llm = llm_reranker(args)
-    cache = open_cache(args.cache, ttl_s=args.cache_ttl)  # a bad spec fails before models load
-    reranker = None if args.stages and not depths["rerank_depth"] else reranker_spec(args)
-    cascade = Cascade.load(args.index, reranker=reranker, device=args.device, cache=cache, llm=llm)
-    result = cascade.search(args.query, top=args.top, fusion=args.fusion, alpha=args.alpha, budget_ms=args.budget_ms,
-                            blend=args.blend, **depths)
+    engine, search = open_for_query(args)
+    result = engine.search(args.query, top=args.top, **search)
     if args.json:
         out = result.to_dict()
         for hit in out["hits"]:
@@ -377,6 +386,45 @@ def cmd_search(args: argparse.Namespace) -> None:
         print(json.dumps(out, ensure_ascii=False))
     else:
         print(format_result(result))
+
+
+def open_for_query(args: argparse.Namespace):
+    """(engine, search keywords) for `search` and `context`, failing on bad flags before models load."""
+    from cascade import Cascade
+    from cascade.pipeline import check_query
+    from cascade.rerank.cache import open_cache
+
+    check_query(args.query)
+    depths = stage_depths(args)
+    if args.no_rerank:
+        depths["rerank_depth"] = 0
+    if depths["retrieve"] < depths["rerank_depth"]:
+        raise CascadeError(f"--retrieve ({depths['retrieve']}) must be >= --rerank-depth ({depths['rerank_depth']})")
+    llm = llm_reranker(args)
+    cache = open_cache(args.cache, ttl_s=args.cache_ttl)  # a bad spec fails before models load
+    reranker = None if not depths["rerank_depth"] else reranker_spec(args)
+    engine = Cascade.load(args.index, reranker=reranker, device=args.device, cache=cache, llm=llm)
+    return engine, {"fusion": args.fusion, "alpha": args.alpha, "budget_ms": args.budget_ms, "blend": args.blend,
+                    **depths}
+
+
+def cmd_context(args: argparse.Namespace) -> None:
+    engine, search = open_for_query(args)
+    context = engine.context(args.query, max_tokens=args.max_tokens, tokenizer=args.tokenizer, top=args.top, **search)
+    if args.json:
+        print(json.dumps(context.to_dict(), ensure_ascii=False))
+        return
+    print(context.text)
+    print(f"\n-- {len(context.sources)} sources, {context.tokens}/{context.max_tokens} tokens ({context.tokenizer})")
+    for source in context.sources:
+        cut = ", cut to fit" if source.truncated else ""
+        print(f"[{source.number}] {source.doc_id} (passages {', '.join(source.passage_ids)}{cut})")
+    over = [d["id"] for d in context.dropped if d["reason"] == "over the token budget"]
+    for d in context.dropped:
+        if d["id"] not in over:
+            print(f"dropped {d['id']}: {d['reason']}")
+    if over:
+        print(f"{len(over)} more hits did not fit the budget (first: {', '.join(over[:3])})")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -531,7 +579,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
               "it", file=sys.stderr)
     config = ServeConfig(index=Path(args.index) if args.index else None, api_key=args.api_key or None,
                          max_documents=args.max_documents, max_body_bytes=int(args.max_body_mb * 2**20),
-                         micro_batching=not args.no_micro_batching, batch_window_ms=args.batch_window_ms)
+                         micro_batching=not args.no_micro_batching, batch_window_ms=args.batch_window_ms,
+                         tokenizer=args.tokenizer)
     app = create_app(choice.reranker, engine, config)
     print(f"cascade: serving {choice.reranker.model_id}"
           f"{f' and {args.index}' if args.index else ''} on http://{args.host}:{args.port} (docs at /docs)",
@@ -547,8 +596,8 @@ def cmd_distill(args: argparse.Namespace) -> None:
     run_training(args, config, teacher=teacher)
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "demo": cmd_demo, "eval": cmd_eval, "sweep": cmd_sweep,
-            "train": cmd_train, "distill": cmd_distill, "serve": cmd_serve}
+COMMANDS = {"index": cmd_index, "search": cmd_search, "context": cmd_context, "demo": cmd_demo, "eval": cmd_eval,
+            "sweep": cmd_sweep, "train": cmd_train, "distill": cmd_distill, "serve": cmd_serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from typing import Iterable, Union
 
 import numpy as np
 
+from cascade.context import Context, Span, Tokenizer, assemble, window_position
 from cascade.documents import Document
 from cascade.errors import CascadeError
 from cascade.index import MANIFEST, BuildStats, Index
@@ -160,6 +161,7 @@ class Cascade:
         self.llm = llm
         self.build_stats: BuildStats | None = None
         self._late_encoder: TokenEncoder | None = None
+        self._tokenizers: dict[str, Tokenizer] = {}
 
     @property
     def late_encoder(self) -> TokenEncoder:
@@ -260,6 +262,23 @@ class Cascade:
         degraded = bool(run.rerank_status.get("degraded")) or bool(run.llm_status and run.llm_status["degraded"])
         return SearchResult(query=query.strip(), hits=hits, timings_ms=run.timings_ms, rerank=run.rerank_status,
                             degraded=degraded, llm=run.llm_status)
+
+    def context(self, query: str, max_tokens: int = 2000, tokenizer: str | None = None, top: int = 20,
+                **search) -> Context:
+        """The best `top` passages packed for an LLM prompt within `max_tokens` (cascade/context.py): near-duplicates
+        dropped, adjacent windows of a document merged, numbered sources mapping back to document ids.
+
+        `tokenizer`: the Hugging Face tokenizer of the LLM the context is for (dir or id); default the index
+        encoder's. Other keywords go to `search`.
+        """
+        name = tokenizer or self.encoder.model_id
+        if name not in self._tokenizers:
+            self._tokenizers[name] = Tokenizer(name)
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise CascadeError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
+        result = self.search(query, top=top, **search)
+        spans = [Span(h.id, h.doc_id, h.title, h.text, window_position(h.id, h.doc_id)) for h in result.hits]
+        return assemble(result.query, spans, max_tokens, self._tokenizers[name])
 
     def run_stages(self, query: str, retrieve: int = 150, rerank_depth: int = 30, fusion: str = "rrf",
                    alpha: float = 0.5, batch_size: int = 8, first_stage_depth: int = 0,

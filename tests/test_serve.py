@@ -103,7 +103,7 @@ def test_search_returns_the_cli_json(client, small_index, tiny_ce, capsys):
     assert main(["search", str(small_index), QUERY, "--reranker", str(tiny_ce), "--retrieve", "6", "--rerank-depth",
                  "4", "--top", "5", "--budget-ms", "none", "--json"]) == 0
     cli = json.loads(capsys.readouterr().out)
-    assert set(body) == set(cli) == {"query", "hits", "timings_ms", "rerank", "degraded"}
+    assert set(body) == set(cli) == {"query", "hits", "timings_ms", "rerank", "degraded", "llm"}
     assert set(body["hits"][0]) == set(cli["hits"][0]) and set(body["rerank"]) == set(cli["rerank"])
     assert {h["id"] for h in body["hits"]} == {h["id"] for h in cli["hits"]}
     assert len(body["hits"]) == 5 and "text" not in body["hits"][0] and body["degraded"] is False
@@ -117,6 +117,24 @@ def test_search_returns_the_cli_json(client, small_index, tiny_ce, capsys):
                        ({"query": QUERY, "budget_ms": -1}, "budget_ms")):
         r = client.post("/search", json=bad)
         assert r.status_code == 422 and r.json()["field"] == field, r.text
+
+
+def test_context_returns_the_cli_json_within_budget(client, small_index, tiny_ce, capsys):
+    from cascade.cli import main
+
+    r = client.post("/context", json={"query": QUERY, "retrieve": 6, "rerank_depth": 4, "top": 6, "max_tokens": 60,
+                                      "budget_ms": None})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert main(["context", str(small_index), QUERY, "--reranker", str(tiny_ce), "--retrieve", "6", "--rerank-depth",
+                 "4", "--top", "6", "--max-tokens", "60", "--budget-ms", "none", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert body == cli
+    assert 0 < body["tokens"] <= 60 and body["sources"][0]["number"] == 1 and body["dropped"]
+    r = client.post("/context", json={"query": QUERY, "max_tokens": 0})
+    assert r.status_code == 422 and r.json()["field"] == "max_tokens"
+    r = client.post("/search", json={"query": QUERY, "late_depth": 3, "rerank_depth": 2})  # no token vectors here
+    assert r.status_code == 400 and "--late-interaction" in r.json()["message"]
 
 
 def test_search_without_an_index_is_404(ce):
@@ -220,7 +238,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
                                                   "retrieve": json_values, "rerank_depth": json_values,
                                                   "top": json_values, "budget_ms": json_values,
                                                   "blend": json_values}),
-       route=st.sampled_from(["/rerank", "/search"]))
+       route=st.sampled_from(["/rerank", "/search", "/context"]))
 def test_fuzzed_bodies_never_get_a_5xx(client, body, route):
     r = client.post(route, content=json.dumps(body, allow_nan=True), headers={"content-type": "application/json"})
     assert r.status_code < 500, (route, body, r.text)

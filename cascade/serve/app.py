@@ -48,6 +48,7 @@ class ServeConfig:
     micro_batching: bool = True
     batch_window_ms: float = 5.0
     max_batch_pairs: int = 256
+    tokenizer: str | None = None  # what /context counts its budget in (default: the index encoder's)
 
 
 def _non_empty(query: str) -> str:
@@ -82,6 +83,12 @@ class SearchRequest(BaseModel):
     top: int = Field(8, ge=1, le=1000)
     budget_ms: float | None = Field(DEFAULT_BUDGET_MS, ge=0)
     blend: float = Field(DEFAULT_BLEND, ge=0, allow_inf_nan=False)
+    late_depth: int = Field(0, ge=0, le=1000)  # needs an index built with --late-interaction
+
+
+class ContextRequest(SearchRequest):
+    top: int = Field(20, ge=1, le=1000)
+    max_tokens: int = Field(2000, ge=1, le=1_000_000)
 
 
 def error(status: int, message: str, field: str | None = None) -> JSONResponse:
@@ -194,8 +201,7 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
 
         def run():
             with batcher.model_lock:
-                return engine.search(body.query, retrieve=body.retrieve, rerank_depth=body.rerank_depth,
-                                     top=body.top, budget_ms=body.budget_ms, blend=body.blend)
+                return engine.search(body.query, **search_settings(body))
 
         result = await run_in_threadpool(run)
         metrics.observe_search(result)
@@ -203,6 +209,21 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
         for hit in out["hits"]:
             hit.pop("text")
         return out
+
+    @app.post("/context", dependencies=auth)
+    async def context(body: ContextRequest) -> dict:
+        """`/search`, then its passages packed for an LLM prompt: deduplicated, adjacent windows merged, numbered
+        sources, at most `max_tokens` tokens of the server's `--tokenizer`. Same JSON as `cascade context --json`."""
+        engine = state["engine"]
+        if engine is None:
+            raise HTTPException(404, "no index is served: start with `cascade serve INDEX_DIR` to use /context")
+
+        def run():
+            with batcher.model_lock:
+                return engine.context(body.query, max_tokens=body.max_tokens, tokenizer=config.tokenizer,
+                                      **search_settings(body))
+
+        return (await run_in_threadpool(run)).to_dict()
 
     @app.get("/health")
     async def health() -> dict:
@@ -225,6 +246,11 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
         return {"status": "reloaded", "index": counts}
 
     return app
+
+
+def search_settings(body: SearchRequest) -> dict:
+    return {"retrieve": body.retrieve, "rerank_depth": body.rerank_depth, "top": body.top,
+            "budget_ms": body.budget_ms, "blend": body.blend, "late_depth": body.late_depth}
 
 
 def truncated_documents(tokenizer, limit: int | None, query: str, texts: list[str]) -> list[int]:
