@@ -10,6 +10,8 @@ from cascade.documents import Document, Passage, load_documents  # noqa: E402
 from cascade.errors import CascadeError  # noqa: E402
 from cascade.pipeline import Cascade, Hit, SearchResult  # noqa: E402
 from cascade.rerank import CrossEncoder, Reranker  # noqa: E402
+from cascade.rerank.late_interaction import LateInteraction  # noqa: E402
+from cascade.rerank.llm import LLMReranker  # noqa: E402
 
-__all__ = ["Cascade", "CascadeError", "CrossEncoder", "Document", "Hit", "Passage", "Reranker", "SearchResult",
-           "load_documents", "__version__"]
+__all__ = ["Cascade", "CascadeError", "CrossEncoder", "Document", "Hit", "LLMReranker", "LateInteraction", "Passage",
+           "Reranker", "SearchResult", "load_documents", "__version__"]

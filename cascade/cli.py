@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--late-depth), from MODEL (default: the bundled MiniLM; or a `cascade train --kind "
                         "late-interaction` folder)")
     p.add_argument("--no-late-interaction", action="store_true", help="drop stored token vectors")
-    p.add_argument("--late-dtype", choices=("fp16", "int8"), default=None,
-                   help="token vector storage: fp16 (default) or int8 with a scale per token (half the size)")
+    p.add_argument("--late-dtype", choices=("int8", "fp16"), default=None,
+                   help="token vector storage: int8 with a scale per token (default: half the size of fp16 and "
+                        "faster to score on CPU) or fp16")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     s = sub.add_parser("search", help="search an index: hybrid retrieve -> rerank -> top hits",
@@ -179,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example:\n  cascade train ../shared/data/beir/scifact ../shared/data/beir/nfcorpus "
                               "--out ./my-reranker --epochs 2")
     t.add_argument("--base", default=None, help="starting checkpoint, path or hub id (default: bundled MiniLM-L6)")
+    t.add_argument("--kind", choices=("cross-encoder", "late-interaction"), default="cross-encoder",
+                   help="cross-encoder (default), or late-interaction: fine-tune the token encoder plus a linear "
+                        "projection for MaxSim (use the folder with `cascade index --late-interaction DIR`)")
+    t.add_argument("--late-dim", type=positive, default=None, metavar="N",
+                   help="late interaction: projection size when the base has none (default 128)")
     add_training_options(t)
 
     k = sub.add_parser("distill", help="distil a cross-encoder into a smaller, faster student",
@@ -537,13 +543,19 @@ def training_config(args: argparse.Namespace, **extra):
 def run_training(args: argparse.Namespace, config, teacher: str | None = None) -> None:
     from cascade.train.trainer import Trainer, prepare
 
+    trainer = Trainer
+    if getattr(args, "kind", "cross-encoder") == "late-interaction":
+        from cascade.train.late import LateTrainer
+
+        trainer = LateTrainer
+
     data = prepare(args.data, config, progress=not args.quiet)
     if teacher:
         from cascade.train.distill import score_with_teacher
 
         score_with_teacher(data.examples, teacher, args.out, device=args.device, max_length=args.max_length,
                            progress=not args.quiet)
-    result = Trainer(config, data).run(progress=not args.quiet)
+    result = trainer(config, data).run(progress=not args.quiet)
     print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min; best dev nDCG@10 {result.best_dev_ndcg:.4f} "
           f"at step {result.best_step} (first stage {result.first_stage_dev_ndcg:.4f}); model in {args.out}")
 

@@ -8,10 +8,21 @@ from cascade.pipeline import SearchResult
 
 
 def format_result(result: SearchResult) -> str:
-    lines = [f"query: {result.query}", format_rerank_status(result.rerank), ""]
+    lines = [f"query: {result.query}", format_rerank_status(result.rerank)]
+    if result.llm:
+        llm = result.llm
+        state = f"DEGRADED: {llm['reason']}" if llm["degraded"] else f"top {llm['depth']}"
+        lines.append(f"llm: {llm['model']} ({state}; {llm['calls']} calls, {llm['tokens']['prompt']} prompt + "
+                     f"{llm['tokens']['completion']} completion tokens)")
+    lines.append("")
+    ran = [name for name in ("late", "llm") if name in result.timings_ms]
+    columns = [("bm25", "bm25"), ("dense", "dense"), ("fusion", "fused"), ("late", "late"), ("rerank", "rerank"),
+               ("llm", "llm")]
     for h in result.hits:
         stages = []
-        for name, label in (("bm25", "bm25"), ("dense", "dense"), ("fusion", "fused"), ("rerank", "rerank")):
+        for name, label in columns:
+            if name in ("late", "llm") and name not in ran:
+                continue
             rank, score = h.stage_ranks[name], h.stage_scores[name]
             stages.append(f"{label} #{rank} ({score:.3f})" if rank else f"{label} -")
         title = f"  {h.title}" if h.title else ""

@@ -60,10 +60,10 @@ class Index:
     def build(cls, docs: Sequence[Document], encoder: Encoder, *, passage_words: int | None = None,
               overlap: int | None = None, k1: float | None = None, b: float | None = None,
               previous: "Index | None" = None, source: str | None = None, progress: bool = False,
-              late: TokenEncoder | None = None, late_dtype: str = "fp16") -> tuple["Index", BuildStats]:
+              late: TokenEncoder | None = None, late_dtype: str = "int8") -> tuple["Index", BuildStats]:
         """Chunk, embed and index `docs`, reusing `previous`'s vectors for unchanged passages.
 
-        With `late`, every passage's token vectors are stored too (late interaction, `late_dtype` fp16/int8).
+        With `late`, every passage's token vectors are stored too (late interaction, `late_dtype` int8/fp16).
 
         Settings left as None keep the previous index's values, else the defaults.
         """
@@ -91,7 +91,8 @@ class Index:
                 "model") == late.model_id else None
             reusable_late = {p.digest: old_late.get(i) for i, p in enumerate(previous.passages)} if old_late else {}
             arrays = _encode_new(digests, reusable_late,
-                                 lambda todo: late.encode([contents[i] for i in todo], progress=progress))
+                                 lambda todo: late.encode([contents[i] for i in todo], progress=progress,
+                                                          dtype=np.float16))
             late_store = TokenStore.from_arrays(arrays, late.dim, late_dtype)
             late_info = {"model": late.model_id, "dim": late.dim, "dtype": late_dtype,
                          "max_length": late.doc_max_length, "tokens": int(late_store.offsets[-1]),

@@ -204,7 +204,7 @@ class Cascade:
             late = TokenEncoder(DEFAULT_ENCODER if late_interaction is True else late_interaction, device=device)
         index, stats = Index.build(documents, encoder, passage_words=passage_words, overlap=overlap,
                                    previous=previous, source=source, progress=progress, late=late,
-                                   late_dtype=late_dtype or old_late.get("dtype", "fp16"))
+                                   late_dtype=late_dtype or old_late.get("dtype", "int8"))
         if path is not None:
             index.save(path)
         cascade = cls(index, encoder, choose_reranker(reranker, device), cache=cache)
@@ -326,6 +326,7 @@ class Cascade:
         if late_encoder is not None:
             head = order[:late_depth]
             scores = self.index.late.score(late_encoder.encode([query], query=True)[0], head)
+            scores = blended_scores(scores, np.arange(1, len(head) + 1), blend_beta)
             best = np.argsort(-scores, kind="stable")
             late = (head[best], scores[best])
             order = np.concatenate([late[0], order[late_depth:]])

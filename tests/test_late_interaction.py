@@ -52,7 +52,7 @@ def late_index(tmp_path_factory):
 def test_index_stores_token_vectors_and_reports_their_size(late_index):
     manifest = json.loads((late_index / "manifest.json").read_text())
     info = manifest["late_interaction"]
-    assert info["model"] == "sentence-transformers/all-MiniLM-L6-v2" and info["dim"] == 384 and info["dtype"] == "fp16"
+    assert info["model"] == "sentence-transformers/all-MiniLM-L6-v2" and info["dim"] == 384 and info["dtype"] == "int8"
     assert info["tokens"] > 6 * 8 and info["bytes_per_passage"] == round(info["bytes"] / 6)
     assert any(name.startswith("late/") for name in manifest["files"])
 
@@ -66,7 +66,7 @@ def test_stored_scores_equal_the_standalone_reranker(late_index):
     standalone = LateInteraction()
     contents = [engine.index.passages[int(i)].content for i in ids]
     direct = standalone.predict([("what raises the tides?", c) for c in contents])
-    assert scores == pytest.approx(direct, rel=2e-2)  # fp16 storage, bf16 vs fp32 encoding
+    assert scores == pytest.approx(direct, rel=2e-2)  # int8 storage, fp16 copies, bf16 vs fp32 encoding
     assert engine.index.passages[int(ids[0])].doc_id == "s-1"
     with pytest.raises(CascadeError, match=r"rerank_depth \(3\) must be <= late_depth \(2\)"):
         engine.run_stages("tides", retrieve=6, rerank_depth=3, late_depth=2)
@@ -98,7 +98,7 @@ def test_stage_errors_are_one_line(small_index, late_index, args, message, capsy
     assert message in err and "Traceback" not in err
 
 
-def test_reindex_reuses_token_vectors_and_int8_halves_the_size(tmp_path, capsys):
+def test_reindex_reuses_token_vectors_and_fp16_doubles_the_size(tmp_path, capsys):
     docs = [dict(d) for d in DOCS]
     src = write_jsonl(tmp_path / "docs.jsonl", docs)
     idx = tmp_path / "idx"
@@ -116,8 +116,8 @@ def test_reindex_reuses_token_vectors_and_int8_halves_the_size(tmp_path, capsys)
     assert np.array_equal(after.late.get(5), before.late.get(5))
     assert not np.array_equal(after.late.get(0), before.late.get(0))
 
-    assert main(["index", str(src), "--out", str(idx), "--quiet", "--late-dtype", "int8"]) == 0
-    int8 = Index.load(idx).manifest["late_interaction"]
-    assert int8["dtype"] == "int8" and int8["bytes"] < 0.6 * after.manifest["late_interaction"]["bytes"]
+    assert main(["index", str(src), "--out", str(idx), "--quiet", "--late-dtype", "fp16"]) == 0
+    fp16 = Index.load(idx).manifest["late_interaction"]
+    assert fp16["dtype"] == "fp16" and after.manifest["late_interaction"]["bytes"] < 0.6 * fp16["bytes"]
     assert main(["index", str(src), "--out", str(idx), "--quiet", "--no-late-interaction"]) == 0
     assert "late_interaction" not in Index.load(idx).manifest

@@ -149,3 +149,34 @@ def test_distill_loss_falls(scifact_train_slice, tmp_path):
     score_with_teacher(data.examples, str(teacher), config.out, max_length=96, progress=False)
     losses = [h["loss"] for h in Trainer(config, data).run(progress=False).history]
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
+
+
+def test_late_interaction_training_loss_falls_and_the_folder_indexes(scifact_train_slice, tmp_path, capsys):
+    from cascade.index import Index
+    from cascade.rerank.late_interaction import LateInteraction
+    from cascade.train.late import LateTrainer, padded_maxsim
+
+    q = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    d = torch.tensor([[[0.6, 0.8], [1.0, 0.0], [0.0, 0.0]]])
+    assert padded_maxsim(q, torch.tensor([[1.0, 1.0]]), d, torch.tensor([[1, 1, 0]])).item() == pytest.approx(1.8)
+    assert padded_maxsim(q, torch.tensor([[1.0, 0.0]]), d, torch.tensor([[1, 1, 0]])).item() == pytest.approx(1.0)
+
+    out = tmp_path / "late-model"
+    config = TrainConfig(out=str(out), lr=1e-4, max_steps=24, eval_every=12, negatives=3, batch_queries=4,
+                         max_length=64, patience=10, late_dim=32)
+    data = prepare([scifact_train_slice], config, progress=False)
+    result = LateTrainer(config, data).run(progress=False)
+    losses = [h["loss"] for h in result.history]
+    assert np.mean(losses[-8:]) < np.mean(losses[:8])  # it learns
+    assert json.loads((out / "late_interaction.json").read_text())["dim"] == 32
+    assert "pipeline_tag: feature-extraction" in (out / "README.md").read_text()
+
+    reloaded = LateInteraction(str(out))
+    assert reloaded.encoder.dim == 32
+    scores = reloaded.predict([("vitamin D", "vitamin D and bone density"), ("vitamin D", "galaxy formation")])
+    assert scores.shape == (2,) and np.isfinite(scores).all()
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"id": "a", "text": "vitamin D and bone density"}\n{"id": "b", "text": "galaxy formation"}\n')
+    assert main(["index", str(docs), "--out", str(tmp_path / "idx"), "--quiet", "--late-interaction", str(out)]) == 0
+    assert "dim 32" in capsys.readouterr().out
+    assert Index.load(tmp_path / "idx").late.dim == 32

@@ -36,22 +36,27 @@ class TokenEncoder:
 
     def __init__(self, model: str = DEFAULT_ENCODER, device: str | None = None, precision: str = "auto",
                  doc_max_length: int = 256, query_max_length: int = 64):
-        self.model_id = model
         path = Path(resolve(model))
-        self.device = pick_device(device)
-        self.dtype = autocast_dtype(self.device, precision)
-        self.tokenizer, self.model = load_model("AutoModel", str(path), model, "token encoder", self.device)
-        self.doc_max_length, self.query_max_length = doc_max_length, query_max_length
-        self.projection: torch.nn.Linear | None = None
-        config = path / CONFIG
-        if config.is_file():
-            from safetensors.torch import load_file
+        dev = pick_device(device)
+        tokenizer, encoder = load_model("AutoModel", str(path), model, "token encoder", dev)
+        projection = load_projection(path, int(encoder.config.hidden_size))
+        self._init(model, tokenizer, encoder, projection, dev, precision, doc_max_length, query_max_length)
 
-            dim = int(json.loads(config.read_text(encoding="utf-8"))["dim"])
-            self.projection = torch.nn.Linear(self.model.config.hidden_size, dim, bias=False)
-            self.projection.load_state_dict(load_file(str(path / PROJECTION)))
-            self.projection.to(self.device).eval()
-        self.dim = self.projection.out_features if self.projection else int(self.model.config.hidden_size)
+    @classmethod
+    def wrap(cls, model_id: str, tokenizer, encoder: torch.nn.Module, projection: torch.nn.Linear | None,
+             device: torch.device, precision: str = "auto", doc_max_length: int = 256,
+             query_max_length: int = 64) -> "TokenEncoder":
+        """A TokenEncoder over modules already in memory (training scores dev queries with the live weights)."""
+        self = cls.__new__(cls)
+        self._init(model_id, tokenizer, encoder, projection, device, precision, doc_max_length, query_max_length)
+        return self
+
+    def _init(self, model_id, tokenizer, encoder, projection, device, precision, doc_max_length, query_max_length):
+        self.model_id, self.tokenizer, self.model, self.device = model_id, tokenizer, encoder, device
+        self.projection = projection.to(device) if projection is not None else None
+        self.dtype = autocast_dtype(device, precision)
+        self.doc_max_length, self.query_max_length = doc_max_length, query_max_length
+        self.dim = self.projection.out_features if self.projection is not None else int(encoder.config.hidden_size)
 
     def token_vectors(self, features: dict) -> torch.Tensor:
         """[batch, tokens, dim] unit vectors for tokenised `features` (differentiable: training uses it)."""
@@ -61,9 +66,9 @@ class TokenEncoder:
         return torch.nn.functional.normalize(hidden.float(), dim=-1)
 
     @torch.inference_mode()
-    def encode(self, texts: Sequence[str], query: bool = False, batch_size: int = 16,
-               progress: bool = False) -> list[np.ndarray]:
-        """One float32 [tokens, dim] array per text, in input order."""
+    def encode(self, texts: Sequence[str], query: bool = False, batch_size: int = 16, progress: bool = False,
+               dtype: type = np.float32) -> list[np.ndarray]:
+        """One [tokens, dim] array per text, in input order (float16 halves an index build's memory)."""
         max_length = self.query_max_length if query else self.doc_max_length
         enc = self.tokenizer(list(texts), truncation=True, max_length=max_length)
         out: list[np.ndarray] = [np.empty((0, self.dim), np.float32)] * len(texts)
@@ -74,17 +79,33 @@ class TokenEncoder:
             with autocast(self.device, self.dtype, features["input_ids"].numel()):
                 vectors = self.token_vectors(features).cpu().numpy()
             for row, i in enumerate(batch):
-                out[i] = vectors[row, : len(enc["input_ids"][i])]
+                out[i] = vectors[row, : len(enc["input_ids"][i])].astype(dtype)
             bar.update(len(batch))
         bar.close()
         return out
 
 
-def maxsim(query: np.ndarray, tokens: np.ndarray, lengths: Sequence[int]) -> np.ndarray:
+def load_projection(path: Path, hidden: int) -> torch.nn.Linear | None:
+    """The trained projection saved beside a late-interaction model's weights, if it has one."""
+    config = path / CONFIG
+    if not config.is_file():
+        return None
+    from safetensors.torch import load_file
+
+    try:
+        dim = int(json.loads(config.read_text(encoding="utf-8"))["dim"])
+        projection = torch.nn.Linear(hidden, dim, bias=False)
+        projection.load_state_dict(load_file(str(path / PROJECTION)))
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise CascadeError(f"{path}: unreadable late-interaction projection ({str(e).splitlines()[0]})") from None
+    return projection.float().eval()
+
+
+def maxsim(query: np.ndarray, tokens: np.ndarray, lengths: Sequence[int], scales: np.ndarray | None = None) -> np.ndarray:
     """Scores of consecutive documents whose token vectors are stacked in `tokens` ([sum(lengths), dim]).
 
-    One matrix product for all candidates, then the max over each document's columns, summed over
-    query tokens. A document with no tokens scores 0.
+    One matrix product for all candidates (token `j` scaled by `scales[j]` if given, as int8 rows are),
+    then the max over each document's columns, summed over query tokens. A document with no tokens scores 0.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     scores = np.zeros(len(lengths), dtype=np.float32)
@@ -92,31 +113,40 @@ def maxsim(query: np.ndarray, tokens: np.ndarray, lengths: Sequence[int]) -> np.
     if not nonempty.any():
         return scores
     sims = np.asarray(query, dtype=np.float32) @ np.asarray(tokens, dtype=np.float32).T
+    if scales is not None:
+        sims *= scales
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[nonempty]
     scores[nonempty] = np.maximum.reduceat(sims, starts, axis=1).sum(axis=0)
     return scores
 
 
 class TokenStore:
-    """Every passage's token vectors in one array with offsets; fp16, or int8 with a scale per token.
+    """Every passage's token vectors in one array with offsets; int8 with a scale per token, or fp16.
 
-    Saved as .npy files and memory-mapped on load, so only the candidates' rows are ever read.
+    Saved as .npy files and memory-mapped on load, so only the candidates' rows are ever read. int8 is the
+    default: half the bytes of fp16, and int8 -> float32 is ~10x cheaper than fp16 -> float32 on CPUs
+    without native fp16 conversion (measured on the 2-core AVX2 machine: 9 vs 100 ms for 150 passages).
     """
 
     def __init__(self, vectors: np.ndarray, offsets: np.ndarray, scales: np.ndarray | None = None):
         self.vectors, self.offsets, self.scales = vectors, offsets, scales
 
     @classmethod
-    def from_arrays(cls, arrays: Sequence[np.ndarray], dim: int, dtype: str = "fp16") -> "TokenStore":
+    def from_arrays(cls, arrays: Sequence[np.ndarray], dim: int, dtype: str = "int8") -> "TokenStore":
         if dtype not in DTYPES:
             raise CascadeError(f"unknown late-interaction dtype {dtype!r} (choose from {', '.join(DTYPES)})")
         offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([len(a) for a in arrays])
-        stacked = np.concatenate(arrays).astype(np.float32) if arrays else np.empty((0, dim), np.float32)
-        if dtype == "fp16":
-            return cls(stacked.astype(np.float16), offsets)
-        scales = np.abs(stacked).max(axis=1).clip(min=1e-8) / 127.0
-        return cls(np.round(stacked / scales[:, None]).astype(np.int8), offsets, scales.astype(np.float32))
+        vectors = np.empty((offsets[-1], dim), dtype=np.float16 if dtype == "fp16" else np.int8)
+        scales = np.empty(offsets[-1], dtype=np.float32) if dtype == "int8" else None
+        for a, start, end in zip(arrays, offsets, offsets[1:]):  # one passage at a time: no float32 copy of all
+            if scales is None:
+                vectors[start:end] = a
+            else:
+                rows = np.asarray(a, dtype=np.float32)
+                scales[start:end] = np.abs(rows).max(axis=1).clip(min=1e-8) / 127.0
+                vectors[start:end] = np.round(rows / scales[start:end, None])
+        return cls(vectors, offsets, scales)
 
     @property
     def size(self) -> int:
@@ -143,11 +173,11 @@ class TokenStore:
     def score(self, query: np.ndarray, passages: Sequence[int]) -> np.ndarray:
         """MaxSim of `query` ([tokens, dim]) against each stored passage."""
         spans = [(int(self.offsets[i]), int(self.offsets[i + 1])) for i in passages]
-        rows = np.concatenate([np.arange(a, b) for a, b in spans]) if spans else np.empty(0, np.int64)
-        tokens = self.vectors[rows].astype(np.float32)
-        if self.scales is not None:
-            tokens *= self.scales[rows, None]
-        return maxsim(query, tokens, [b - a for a, b in spans])
+        if not spans:
+            return np.zeros(0, dtype=np.float32)
+        tokens = np.concatenate([self.vectors[a:b] for a, b in spans])
+        scales = np.concatenate([self.scales[a:b] for a, b in spans]) if self.scales is not None else None
+        return maxsim(query, tokens, [b - a for a, b in spans], scales)
 
     def save(self, folder: Path) -> None:
         folder.mkdir()
@@ -169,10 +199,11 @@ class LateInteraction(Reranker):
     In a cascade over an index the stored token vectors are used instead (`Cascade(..., late_depth=...)`).
     """
 
-    def __init__(self, model: str = DEFAULT_ENCODER, device: str | None = None, precision: str = "auto",
-                 max_length: int = 256):
-        self.encoder = TokenEncoder(model, device=device, precision=precision, doc_max_length=max_length)
-        self.model_id = model
+    def __init__(self, model: str | TokenEncoder = DEFAULT_ENCODER, device: str | None = None,
+                 precision: str = "auto", max_length: int = 256):
+        self.encoder = model if isinstance(model, TokenEncoder) else TokenEncoder(
+            model, device=device, precision=precision, doc_max_length=max_length)
+        self.model_id = self.encoder.model_id
         self.cost = CostModel()
 
     @property

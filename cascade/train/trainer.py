@@ -68,6 +68,7 @@ class TrainConfig:
     label_weight: float = 0.0  # distillation: share of the label loss mixed into the teacher loss
     layers: int | None = None  # keep this many of the base model's layers (a student)
     save_dtype: str = "fp32"  # bf16 halves the folder (what the bundled model ships as)
+    late_dim: int | None = None  # late interaction: projection size for a base without one (default 128)
     command: str = "Python API (cascade.train.trainer)"
 
 
@@ -136,9 +137,11 @@ def dev_ndcg(scorer: CrossEncoder | None, dev: Sequence[DevQuery], batch_size: i
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, data: TrainData):
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    """Cross-encoder training; `LateTrainer` (cascade/train/late.py) swaps in the late-interaction model."""
 
+    kind = "cross-encoder"
+
+    def __init__(self, config: TrainConfig, data: TrainData):
         quiet_transformers()
         self.config, self.data = config, data
         self.loss_fn = get_loss(config.loss)
@@ -156,25 +159,14 @@ class Trainer:
         self.rng = random.Random(config.seed)
         self.device = pick_device(config.device)
         self.dtype = autocast_dtype(self.device, config.precision)
-        path = resolve(config.base)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            # a bi-encoder base gets a fresh one-logit head: that is what training is for
-            model_config = AutoConfig.from_pretrained(path, num_labels=1)
-            if hasattr(model_config, "attention_probs_dropout_prob"):
-                # dropout on attention probabilities forces SDPA off its fused kernel: 3.5x slower steps on
-                # this CPU (measured), for a regulariser fine-tuning does not need; hidden dropout stays
-                model_config.attention_probs_dropout_prob = 0.0
-            model, info = AutoModelForSequenceClassification.from_pretrained(path, config=model_config,
-                                                                             output_loading_info=True)
-            self.model = model.float().to(self.device)
+            fresh_head = self.build_model(resolve(config.base))
         except (OSError, ValueError) as e:
             raise CascadeError(f"could not load base model {config.base!r}: {str(e).splitlines()[0]}") from None
         if config.layers:
             keep_layers(self.model, config.layers)
         per_step = config.batch_queries * config.grad_accum
         self.total_steps = config.max_steps or max(1, math.ceil(config.epochs * len(data.examples) / per_step))
-        fresh_head = any(k.startswith("classifier") for k in info["missing_keys"])
         head_lr = config.head_lr or (FRESH_HEAD_LR if fresh_head else config.lr)
         self.optimizer = torch.optim.AdamW(param_groups(self.model, config.lr, head_lr), weight_decay=0.01)
         warm = max(1, int(config.warmup * self.total_steps))
@@ -186,6 +178,19 @@ class Trainer:
         self.history: list[dict] = []
         self.order: list[int] = []  # example indices still to visit this epoch (checkpointed: resume is exact)
         self.out = Path(config.out)
+
+    def build_model(self, path: str) -> bool:
+        """Set `self.tokenizer` and `self.model` from `path`; True when the scoring head is freshly initialised."""
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        # a bi-encoder base gets a fresh one-logit head: that is what training is for
+        model_config = AutoConfig.from_pretrained(path, num_labels=1)
+        no_attention_dropout(model_config)
+        model, info = AutoModelForSequenceClassification.from_pretrained(path, config=model_config,
+                                                                         output_loading_info=True)
+        self.model = model.float().to(self.device)
+        return any(k.startswith("classifier") for k in info["missing_keys"])
 
     def scorer(self) -> CrossEncoder:
         return CrossEncoder.wrap(self.model, self.tokenizer, "training", self.config.precision, self.config.max_length)
@@ -199,13 +204,16 @@ class Trainer:
             pairs += [(ex, self.rng.choice(ex.positives))] + [(ex, n) for n in negs]
         return pairs
 
-    def batch_loss(self, batch: Sequence[Example]) -> torch.Tensor:
-        pairs = self.sample(batch)
+    def pair_scores(self, pairs: Sequence[tuple[Example, str]]) -> torch.Tensor:
+        """Differentiable float32 scores of (example's query, passage) pairs."""
         features = self.tokenizer([ex.query for ex, _ in pairs], [d for _, d in pairs], truncation="longest_first",
                                   max_length=self.config.max_length, padding=True, return_tensors="pt").to(self.device)
         with autocast(self.device, self.dtype, features["input_ids"].numel()):
-            logits = self.model(**features).logits
-        scores = logits.float().view(len(batch), 1 + self.config.negatives)
+            return self.model(**features).logits.float().view(-1)
+
+    def batch_loss(self, batch: Sequence[Example]) -> torch.Tensor:
+        pairs = self.sample(batch)
+        scores = self.pair_scores(pairs).view(len(batch), 1 + self.config.negatives)
         if self.distill_fn is None:
             return self.loss_fn(scores)
         teacher = torch.tensor([ex.teacher[d] for ex, d in pairs], device=self.device).view_as(scores)
@@ -287,12 +295,22 @@ class Trainer:
         """The best-on-dev weights as a plain Hugging Face folder, with a model card."""
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
-        self.model.config.architectures = [type(self.model).__name__]
-        self.model.to({"fp32": torch.float32, "bf16": torch.bfloat16}[self.config.save_dtype]).save_pretrained(self.out)
+        self.save_weights({"fp32": torch.float32, "bf16": torch.bfloat16}[self.config.save_dtype])
         self.tokenizer.model_max_length = self.config.max_length  # what inference uses by default
         self.tokenizer.save_pretrained(self.out)
         atomic_write(self.out / "training_args.json", json.dumps(asdict(self.config), indent=2))
-        atomic_write(self.out / "README.md", model_card(self.config, self.data, result))
+        atomic_write(self.out / "README.md", model_card(self.config, self.data, result, self.kind))
+
+    def save_weights(self, dtype: torch.dtype) -> None:
+        self.model.config.architectures = [type(self.model).__name__]
+        self.model.to(dtype).save_pretrained(self.out)
+
+
+def no_attention_dropout(model_config) -> None:
+    """Dropout on attention probabilities forces SDPA off its fused kernel: 3.5x slower steps on the AMX CPU
+    (measured), for a regulariser fine-tuning does not need; hidden dropout stays."""
+    if hasattr(model_config, "attention_probs_dropout_prob"):
+        model_config.attention_probs_dropout_prob = 0.0
 
 
 def param_groups(model: torch.nn.Module, lr: float, head_lr: float) -> list[dict]:
@@ -343,20 +361,32 @@ def keep_layers(model: torch.nn.Module, n: int) -> list[int]:
     return keep
 
 
-def model_card(config: TrainConfig, data: TrainData, result: TrainResult) -> str:
+CARDS = {
+    "cross-encoder": ("text-classification", "cross-encoder", "Cascade cross-encoder reranker",
+                      "A one-logit sequence-classification model: score = relevance of (query, passage). Loads "
+                      "unchanged in\n`transformers` (AutoModelForSequenceClassification) and sentence-transformers' "
+                      "`CrossEncoder`."),
+    "late-interaction": ("feature-extraction", "late-interaction", "Cascade late-interaction encoder",
+                         "A token encoder for ColBERT-style MaxSim: `transformers` AutoModel weights plus a linear "
+                         "projection\n(`late_interaction.json`, `late_projection.safetensors`). Use it with "
+                         "`cascade index --late-interaction DIR`\nor `LateInteraction(DIR)`."),
+}
+
+
+def model_card(config: TrainConfig, data: TrainData, result: TrainResult, kind: str = "cross-encoder") -> str:
+    pipeline, tag, title, what = CARDS[kind]
     hardware = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     sources = "\n".join(f"- {s['dataset']}: {s['train_queries']} training queries, {s['dev_queries']} dev queries "
                         f"({s['dev']})" for s in data.sources)
     return f"""---
 license: apache-2.0
 library_name: transformers
-pipeline_tag: text-classification
-tags: [cross-encoder, reranker, cascade]
+pipeline_tag: {pipeline}
+tags: [{tag}, reranker, cascade]
 ---
-# Cascade cross-encoder reranker
+# {title}
 
-A one-logit sequence-classification model: score = relevance of (query, passage). Loads unchanged in
-`transformers` (AutoModelForSequenceClassification) and sentence-transformers' `CrossEncoder`.
+{what}
 
 ## Base model
 `{config.base}` ({base_license(config.base)}).
