@@ -408,7 +408,8 @@ def open_for_query(args: argparse.Namespace):
         raise CascadeError(f"--retrieve ({depths['retrieve']}) must be >= --rerank-depth ({depths['rerank_depth']})")
     llm = llm_reranker(args)
     cache = open_cache(args.cache, ttl_s=args.cache_ttl)  # a bad spec fails before models load
-    reranker = None if not depths["rerank_depth"] else reranker_spec(args)
+    spec = reranker_spec(args)  # also refuses --no-rerank with --reranker
+    reranker = spec if depths["rerank_depth"] else None  # no model to load for a stage that does not run
     engine = Cascade.load(args.index, reranker=reranker, device=args.device, cache=cache, llm=llm)
     return engine, {"fusion": args.fusion, "alpha": args.alpha, "budget_ms": args.budget_ms, "blend": args.blend,
                     **depths}

@@ -294,10 +294,10 @@ class Cascade:
                                    ("late_depth", late_depth, 0), ("llm_depth", llm_depth, 0)):
             if not isinstance(value, (int, np.integer)) or value < least:
                 raise CascadeError(f"{name} must be an integer >= {least}, got {value!r}")
-        if retrieve < max(rerank_depth, late_depth, llm_depth):
-            raise CascadeError(f"retrieve ({retrieve}) must be >= every stage's depth (rerank_depth {rerank_depth}, "
-                               f"late_depth {late_depth}, llm_depth {llm_depth}): a later stage can only reorder "
-                               "candidates the first stage found")
+        for name, value in (("rerank_depth", rerank_depth), ("late_depth", late_depth), ("llm_depth", llm_depth)):
+            if retrieve < value:
+                raise CascadeError(f"retrieve ({retrieve}) must be >= {name} ({value}): a later stage can only "
+                                   "reorder candidates the first stage found")
         if late_depth and rerank_depth > late_depth:
             raise CascadeError(f"rerank_depth ({rerank_depth}) must be <= late_depth ({late_depth}): the cross-encoder "
                                "reranks the head of the late-interaction order")
