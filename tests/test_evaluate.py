@@ -54,8 +54,11 @@ def test_final_ranking_keeps_scores_non_increasing():
 
 def test_parse_stages_and_depths():
     assert parse_stages("hybrid+rerank, bm25") == ["bm25", "hybrid+rerank"]
-    with pytest.raises(CascadeError, match="unknown stage"):
-        parse_stages("bm25,splade")
+    assert parse_stages("hybrid+late+rerank,hybrid+rerank+llm,hybrid+late,dense,hybrid") == [
+        "dense", "hybrid", "hybrid+late", "hybrid+late+rerank", "hybrid+rerank+llm"]
+    for bad in ("bm25,splade", "hybrid+rerank+late", "hybrid+late+late", "bm25+rerank", "hybrid+"):
+        with pytest.raises(CascadeError, match="unknown stage"):
+            parse_stages(bad)
     assert parse_depths("30,10,30") == [10, 30]
     with pytest.raises(CascadeError):
         parse_depths("10,x")
@@ -175,3 +178,27 @@ def test_sweep_writes_table_json_plot(scifact_mini, tiny_ce, tmp_path, capsys):
     assert "← suggested" in (tmp_path / "sw" / "sweep.md").read_text()
     assert main([*args[:-2], "--depths", "10,500"]) == 2
     assert "exceeds --retrieve" in capsys.readouterr().err
+
+
+def test_eval_and_sweep_with_a_late_interaction_stage(scifact_mini, tiny_ce, tmp_path, capsys):
+    idx = str(tmp_path / "idx")
+    args = ["eval", str(scifact_mini), "--index", idx, "--quiet", "--reranker", str(tiny_ce), "--queries", "6",
+            "--stages", "hybrid,hybrid+late,hybrid+late+rerank", "--late-depth", "40", "--rerank-depth", "10",
+            "--json", str(tmp_path / "out.json")]
+    assert main(args) == 0  # builds the token vectors the late stage needs
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert list(out["stages"]) == ["hybrid", "hybrid+late", "hybrid+late+rerank"]
+    late, both = out["stages"]["hybrid+late"], out["stages"]["hybrid+late+rerank"]
+    assert late["latency_ms"]["late_p50"] > 0 and "rerank_p50" not in late["latency_ms"]
+    assert both["latency_ms"]["rerank_p50"] > 0 and both["latency_ms"]["p50"] > late["latency_ms"]["p50"] - 5
+    assert out["settings"]["late_depth"] == 40 and 0 <= late["ndcg@10"] <= 1
+    assert late["recall@100"] == pytest.approx(out["stages"]["hybrid"]["recall@100"])  # it only reorders the top 40
+
+    capsys.readouterr()
+    args = ["sweep", str(scifact_mini), "--split", "test", "--index", idx, "--quiet", "--reranker", str(tiny_ce),
+            "--depths", "5,10", "--late-depth", "20", "--queries", "4", "--latency-queries", "2",
+            "--out", str(tmp_path / "sw")]
+    assert main(args) == 0
+    assert json.loads((tmp_path / "sw" / "sweep.json").read_text())["settings"]["late_depth"] == 20
+    args[args.index("--late-depth") + 1] = "8"
+    assert main(args) == 2 and "exceeds --late-depth 8" in capsys.readouterr().err

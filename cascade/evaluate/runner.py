@@ -19,6 +19,7 @@ from cascade.documents import Passage, load_documents
 from cascade.errors import CascadeError
 from cascade.evaluate.beir import Split
 from cascade.evaluate.metrics import mean, per_query
+from cascade.index import MANIFEST, read_manifest
 from cascade.pipeline import Cascade, RerankerSpec, StageRuns
 from cascade.rerank.blend import DEFAULT_BLEND
 
@@ -87,12 +88,12 @@ def open_cascade(data: Path, index_dir: Path | None, reranker: RerankerSpec, dev
     No score cache: a sweep revisits the same queries, and cached scores would hide the reranker's cost."""
     docs = load_documents(data)
     index_dir = index_dir or default_index_dir(data)
-    if late_interaction is True:
-        from cascade.index import MANIFEST
-
-        manifest = index_dir / MANIFEST
-        if manifest.is_file() and "late_interaction" in manifest.read_text(encoding="utf-8"):
-            late_interaction = None  # keep the model the index already has
+    if late_interaction is True and (index_dir / MANIFEST).is_file():
+        try:
+            if "late_interaction" in read_manifest(index_dir):
+                late_interaction = None  # keep the model the index already has
+        except CascadeError:  # unreadable: the build below starts over
+            pass
     return Cascade.build(docs, index_dir, reranker=reranker, device=device,
                          passage_words=passage_words, overlap=overlap, source=str(data.resolve()),
                          progress=progress, cache=None, late_interaction=late_interaction)
