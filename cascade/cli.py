@@ -23,6 +23,8 @@ examples:
   cascade search ./idx "why is p99 latency high under load?"
   cascade search ./idx "..." --reranker ./my-cross-encoder --rerank-depth 50 --json
   cascade search ./idx "..." --budget-ms 100 --cache redis://localhost:6379/0
+  cascade index ./notes --out ./idx --late-interaction && cascade search ./idx "..." --stages hybrid:150,late:60,rerank:20
+  cascade context ./idx "..." --max-tokens 1500 --tokenizer ./my-llm-tokenizer
   cascade eval ../shared/data/beir/scifact --split test --report scifact.md
   cascade sweep ../shared/data/beir/nfcorpus --split dev --reranker ./my-cross-encoder
 """

@@ -170,6 +170,10 @@ class Cascade:
         if self.index.late is None or not info:
             raise CascadeError("this index has no late-interaction vectors; rebuild it with "
                                "`cascade index ... --late-interaction`")
+        if self._late_encoder is None and info["model"] == self.encoder.model_id and info["dim"] == self.encoder.dim:
+            # the bi-encoder's own weights, unprojected: share them instead of loading a second copy
+            self._late_encoder = TokenEncoder.wrap(info["model"], self.encoder.tokenizer, self.encoder.model, None,
+                                                   self.encoder.device, doc_max_length=info.get("max_length", 256))
         if self._late_encoder is None:
             self._late_encoder = TokenEncoder(info["model"], device=str(self.encoder.device),
                                               doc_max_length=info.get("max_length", 256))

@@ -61,7 +61,7 @@ def test_stored_scores_equal_the_standalone_reranker(late_index):
     from cascade import Cascade
 
     engine = Cascade.load(late_index, reranker=None, cache=None)
-    run = engine.run_stages("what raises the tides?", retrieve=6, rerank_depth=0, late_depth=6)
+    run = engine.run_stages("what raises the tides?", retrieve=6, rerank_depth=0, late_depth=6, blend=0)
     ids, scores = run.late
     standalone = LateInteraction()
     contents = [engine.index.passages[int(i)].content for i in ids]
