@@ -110,8 +110,8 @@ def main() -> None:
               + ("" if fits else " — none was within tolerance; the best was taken") + ".",
               f"Token vectors ({info['model']}, dim {info['dim']}, {info['dtype']}): SciFact {info['tokens']:,} tokens, "
               f"{info['bytes'] / 2**20:.0f} MiB, {info['bytes_per_passage'] / 1024:.1f} KiB per passage; NFCorpus "
-              f"{nf['bytes'] / 2**20:.0f} MiB, {nf['bytes_per_passage'] / 1024:.1f} KiB per passage. int8 "
-              "(`--late-dtype int8`) halves that."]
+              f"{nf['bytes'] / 2**20:.0f} MiB, {nf['bytes_per_passage'] / 1024:.1f} KiB per passage"
+              + (" (`--late-dtype fp16` doubles that)." if info["dtype"] == "int8" else ".")]
     table = "\n".join(lines) + "\n"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "late-interaction.json").write_text(json.dumps(raw, indent=2) + "\n")
