@@ -328,12 +328,7 @@ class Cascade:
         names = ["bm25", "dense", "fusion"]
         order, late = fused[0], None
         if late_encoder is not None:
-            head = order[:late_depth]
-            scores = self.index.late.score(late_encoder.encode([query], query=True)[0], head)
-            scores = blended_scores(scores, np.arange(1, len(head) + 1), blend_beta)
-            best = np.argsort(-scores, kind="stable")
-            late = (head[best], scores[best])
-            order = np.concatenate([late[0], order[late_depth:]])
+            order, late = self._late(late_encoder, query, order, late_depth, blend_beta)
             names.append("late")
             t.append(time.perf_counter())
         order, rerank_scores, status = self._rerank(query, order, rerank_depth, batch_size, deadline, blend_beta)
@@ -349,6 +344,15 @@ class Cascade:
         timings["total"] = (t[-1] - t[0]) * 1000
         return StageRuns(bm25=bm25, dense=dense, fusion=fused, rerank=rerank, order=order, timings_ms=timings,
                          rerank_status=status, late=late, llm=llm, llm_status=llm_status)
+
+    def _late(self, encoder: TokenEncoder, query: str, candidates: np.ndarray, depth: int,
+              blend_beta: float) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """The top `depth` reordered by MaxSim over the stored token vectors, blended with their current ranks."""
+        head = candidates[:depth]
+        scores = self.index.late.score(encoder.encode([query], query=True)[0], head)
+        scores = blended_scores(scores, np.arange(1, len(head) + 1), blend_beta)
+        best = np.argsort(-scores, kind="stable")
+        return np.concatenate([head[best], candidates[depth:]]), (head[best], scores[best])
 
     def _llm(self, query: str, candidates: np.ndarray, depth: int) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], dict]:
         """The LLM's listwise order of the top `depth` (the previous order on any failure, marked degraded).
