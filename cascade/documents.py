@@ -70,37 +70,38 @@ def chunk(doc: Document, words: int = 200, overlap: int = 40) -> list[Passage]:
     ]
 
 
-def chunk_all(docs: Iterable[Document], words: int = 200, overlap: int = 40) -> list[Passage]:
-    return [p for d in docs for p in chunk(d, words, overlap)]
-
-
 def load_documents(src: str | Path) -> list[Document]:
     """Load a folder of .txt/.md files, a .jsonl[.gz] file, or a BEIR dataset folder."""
+    return list(iter_documents(src))
+
+
+def iter_documents(src: str | Path) -> Iterator[Document]:
+    """`load_documents`, streamed: documents are read as they are consumed, so a corpus need not fit in RAM."""
     path = Path(src)
     if not path.exists():
         raise CascadeError(f"source not found: {path}")
     if path.is_dir():
-        for name in ("corpus.jsonl", "corpus.jsonl.gz"):
-            if (path / name).is_file():
-                docs = list(_read_jsonl(path / name))
-                break
-        else:
-            docs = list(_read_folder(path))
+        corpus = next((path / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (path / n).is_file()), None)
+        docs = _read_jsonl(corpus) if corpus else _read_folder(path)
     elif path.name.endswith((".jsonl", ".jsonl.gz")):
-        docs = list(_read_jsonl(path))
+        docs = _read_jsonl(path)
     else:
         raise CascadeError(
             f"unsupported source {path}: expected a folder of .txt/.md files, "
             "a .jsonl[.gz] file, or a BEIR folder with corpus.jsonl[.gz]"
         )
-    if not docs:
-        raise CascadeError(f"no documents found in {path}")
+    return _unique(docs, path)
+
+
+def _unique(docs: Iterable[Document], path: Path) -> Iterator[Document]:
     seen: set[str] = set()
     for d in docs:
         if d.id in seen:
             raise CascadeError(f"duplicate document id {d.id!r} in {path}")
         seen.add(d.id)
-    return docs
+        yield d
+    if not seen:
+        raise CascadeError(f"no documents found in {path}")
 
 
 def _read_folder(root: Path) -> Iterator[Document]:

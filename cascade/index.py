@@ -1,6 +1,8 @@
-"""The on-disk index: passages, BM25, dense vectors and a manifest, replaced atomically.
+"""The on-disk index: sharded passages, BM25 and dense vectors, and a manifest, replaced atomically.
 
-Layout: `INDEX_DIR/manifest.json` names one `INDEX_DIR/data-<id>/` folder. A new build writes a
+Layout: `INDEX_DIR/manifest.json` names one `INDEX_DIR/data-<id>/` folder holding the global BM25
+statistics (`bm25.json`), one `shard-NNN/` folder per shard (passages, BM25 rows, dense vectors and
+ANN index) and, optionally, `late/` token vectors. A new build writes a
 fresh data folder, fsyncs it, then swaps the manifest with `os.replace` — the single atomic step.
 A crash at any earlier point leaves the previous manifest pointing at intact data; orphaned
 folders are cleaned up by the next successful write.
@@ -12,30 +14,39 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from cascade import __version__
-from cascade.documents import Document, Passage, chunk_all
+from cascade.distributed import LocalRunner, Runner, worker_encoder
+from cascade.documents import Document, Passage, chunk
 from cascade.errors import CascadeError
 from cascade.fileio import atomic_write
+from cascade.passage_store import Concatenated, PassageStore, split_passages, write_passages
 from cascade.rerank.late_interaction import TokenEncoder, TokenStore
 from cascade.retrieve import BM25, DenseIndex, Encoder
+from cascade.retrieve.bm25 import Collection, TermCounts
+from cascade.retrieve.dense import VECTORS, ann_spec
+from cascade.retrieve.shards import DenseFanOut, FanOut
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
-PASSAGES = "passages.jsonl"
-DENSE = "dense.faiss"
+COLLECTION = "bm25.json"
 BM25_DIR = "bm25"
+DENSE_DIR = "dense"
 LATE_DIR = "late"
-DEFAULTS = {"passage_words": 200, "overlap": 40, "k1": 1.2, "b": 0.75}
+COUNTS_DIR = "counts.tmp"
+DEFAULTS = {"passage_words": 200, "overlap": 40, "k1": 1.2, "b": 0.75, "shards": 1, "ann": "auto", "ann_params": {}}
+ENCODE_BLOCK = 4096  # passages encoded and written per step: memory stays flat however big the shard
 
 
 @dataclass
@@ -49,102 +60,104 @@ class BuildStats:
 
 
 @dataclass
-class Index:
-    passages: list[Passage]
+class Shard:
+    """A contiguous slice of the passages with its own BM25 rows and dense index: the unit of distribution."""
+
+    passages: PassageStore
     bm25: BM25
     dense: DenseIndex
-    manifest: dict
-    late: TokenStore | None = None  # per-token vectors for late interaction, when built with them
+
+
+class Index:
+    """Shards (each: passages, BM25 scored with global statistics, dense vectors + ANN) and a manifest.
+
+    `passages`, `bm25` and `dense` present the shards as one index: searches fan out and merge, and a
+    passage's global index is its shard's start plus its index within the shard.
+    """
+
+    def __init__(self, shards: list[Shard], manifest: dict, data: Path, late: TokenStore | None = None, keep=None):
+        self.shards, self.manifest, self.data, self.late = shards, manifest, data, late
+        self.passages = Concatenated([s.passages for s in shards])
+        self.bm25 = FanOut([s.bm25 for s in shards], self.passages.starts)
+        self.dense = DenseFanOut([s.dense for s in shards], self.passages.starts)
+        self._keep = keep  # a temporary directory that must live as long as this index
 
     @classmethod
-    def build(cls, docs: Sequence[Document], encoder: Encoder, *, passage_words: int | None = None,
-              overlap: int | None = None, k1: float | None = None, b: float | None = None,
-              previous: "Index | None" = None, source: str | None = None, progress: bool = False,
-              late: TokenEncoder | None = None, late_dtype: str = "int8") -> tuple["Index", BuildStats]:
-        """Chunk, embed and index `docs`, reusing `previous`'s vectors for unchanged passages.
+    def build(cls, docs: Iterable[Document], encoder: Encoder, path: str | Path | None = None, *,
+              passage_words: int | None = None, overlap: int | None = None, k1: float | None = None,
+              b: float | None = None, shards: int | None = None, ann: str | None = None,
+              ann_params: dict | None = None, previous: "Index | None" = None, source: str | None = None,
+              progress: bool = False, late: TokenEncoder | None = None, late_dtype: str = "int8",
+              runner: Runner | None = None) -> tuple["Index", BuildStats]:
+        """Chunk, embed and index `docs` into `path` (a temporary directory if None), reusing `previous`'s
+        vectors for unchanged passages, and swap the manifest atomically at the end.
 
-        With `late`, every passage's token vectors are stored too (late interaction, `late_dtype` int8/fp16).
+        `docs` is streamed: passages go to disk as they are chunked and are encoded block by block.
+        Shard work (term counts, encoding, BM25 rows, ANN) runs through `runner`: in this process by
+        default, or on a Ray cluster (cascade/distributed.py). With `late`, every passage's token vectors
+        are stored too (late interaction, `late_dtype` int8/fp16).
 
         Settings left as None keep the previous index's values, else the defaults.
         """
         start = time.perf_counter()
+        runner = runner or LocalRunner()
         old = previous.manifest["settings"] if previous else {}
-        given = {"passage_words": passage_words, "overlap": overlap, "k1": k1, "b": b}
+        given = {"passage_words": passage_words, "overlap": overlap, "k1": k1, "b": b, "shards": shards,
+                 "ann": ann, "ann_params": ann_params}
         settings = {k: v if v is not None else old.get(k, DEFAULTS[k]) for k, v in given.items()}
-        passages = chunk_all(docs, settings["passage_words"], settings["overlap"])
-        ids = [p.id for p in passages]
-        if len(set(ids)) != len(ids):
-            clash = next(i for i in ids if ids.count(i) > 1)
-            raise CascadeError(f"passage id {clash!r} occurs twice: a document id collides with a passage id")
-
-        contents = [p.content for p in passages]
-        digests = [p.digest for p in passages]
-        old_vectors = (previous.dense.vectors() if previous is not None
-                       and previous.manifest["encoder"]["model"] == encoder.model_id else None)
-        reusable = {p.digest: old_vectors[i] for i, p in enumerate(previous.passages)} if old_vectors is not None else {}
-        fresh = _encode_new(digests, reusable, lambda todo: encoder.encode([contents[i] for i in todo], progress=progress))
-        vectors = np.stack(fresh) if fresh else np.zeros((0, encoder.dim), dtype=np.float32)
-        encoded = sum(d not in reusable for d in digests)
-        late_store, late_info = None, None
-        if late is not None:
-            old_late = previous.late if previous is not None and (previous.manifest.get("late_interaction") or {}).get(
-                "model") == late.model_id else None
-            reusable_late = {p.digest: old_late.get(i) for i, p in enumerate(previous.passages)} if old_late else {}
-            arrays = _encode_new(digests, reusable_late,
-                                 lambda todo: late.encode([contents[i] for i in todo], progress=progress,
-                                                          dtype=np.float16))
-            late_store = TokenStore.from_arrays(arrays, late.dim, late_dtype)
-            late_info = {"model": late.model_id, "dim": late.dim, "dtype": late_dtype,
-                         "max_length": late.doc_max_length, "tokens": int(late_store.offsets[-1]),
-                         "bytes": late_store.nbytes,
-                         "bytes_per_passage": round(late_store.nbytes / max(1, len(passages)))}
-        bm25 = BM25.build([p.content for p in passages], k1=settings["k1"], b=settings["b"])
-        removed = len({p.digest for p in previous.passages} - set(digests)) if previous is not None else 0
-
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "cascade_version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "source": source,
-            "settings": settings,
-            "encoder": {"model": encoder.model_id, "dim": encoder.dim, "max_length": encoder.max_length,
-                        "pooling": encoder.pooling},
-            "bm25": {**bm25.params, "stemmer": "english", "stopwords": "en"},
-            "counts": {"documents": len({p.doc_id for p in passages}), "passages": len(passages)},
-            **({"late_interaction": late_info} if late_info else {}),
-        }
-        stats = BuildStats(documents=manifest["counts"]["documents"], passages=len(passages), encoded=encoded,
-                           reused=len(passages) - encoded, removed=removed, seconds=time.perf_counter() - start)
-        return cls(passages, bm25, DenseIndex.from_vectors(vectors), manifest, late_store), stats
-
-    def save(self, path: str | Path) -> None:
-        """Write atomically: new data folder first, then one `os.replace` of the manifest."""
-        root = Path(path)
+        if not isinstance(settings["shards"], int) or settings["shards"] < 1:
+            raise CascadeError(f"shards must be an integer >= 1, got {settings['shards']!r}")
+        ann_spec(settings["ann"], 0, encoder.dim, settings["ann_params"])  # bad ANN settings fail before any work
+        keep = None if path is not None else tempfile.TemporaryDirectory(prefix="cascade-index-")
+        root = Path(path) if path is not None else Path(keep.name)
         _check_writable_target(root)
         root.mkdir(parents=True, exist_ok=True)
-        data_name = f"data-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        data = root / data_name
+        data = root / f"data-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
         data.mkdir()
-        with open(data / PASSAGES, "w", encoding="utf-8") as fh:
-            for p in self.passages:
-                fh.write(json.dumps({"id": p.id, "doc_id": p.doc_id, "title": p.title, "text": p.text},
-                                    ensure_ascii=False) + "\n")
-        self.dense.save(data / DENSE)
-        self.bm25.save(data / BM25_DIR)
-        if self.late is not None:
-            self.late.save(data / LATE_DIR)
-        files = {f.relative_to(data).as_posix(): f.stat().st_size for f in sorted(data.rglob("*")) if f.is_file()}
-        _fsync_tree(data)
-        manifest = {**self.manifest, "data": data_name, "files": files}
-        atomic_write(root / MANIFEST, json.dumps(manifest, indent=2))
-        _fsync_dir(root)
-        self.manifest = manifest
-        for stale in root.iterdir():
-            if stale.name != data_name and (stale.name.startswith("data-") or stale.name.endswith(".tmp")):
-                shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+        try:
+            documents, bounds = _stage_passages(docs, settings["passage_words"], settings["overlap"], data,
+                                                settings["shards"])
+            reuse = previous.data.parent if previous is not None and \
+                previous.manifest["encoder"]["model"] == encoder.model_id else None
+            shared = encoder if runner.in_process else encoder.model_id  # workers load their own copy
+            names = [_shard_name(k) for k in range(len(bounds))]
+            counted = runner.map(_count_and_encode, [(data / n, shared, reuse, progress) for n in names])
+            collection = Collection.merge([(c["df"], c["passages"], c["tokens"]) for c in counted],
+                                          settings["k1"], settings["b"])
+            collection.save(data / COLLECTION)
+            runner.map(_index_shard, [(data / n, data / COLLECTION, settings["ann"], settings["ann_params"])
+                                      for n in names])
+            index = cls._open(data, {"shards": [{"dir": n} for n in names]})
+            late_info = _build_late(index, previous, late, late_dtype, data, progress) if late is not None else None
+            digests = {bytes(d) for s in index.shards for d in s.passages.digests}
+            removed = len({bytes(d) for s in previous.shards for d in s.passages.digests} - digests) if previous else 0
+            encoded = sum(c["encoded"] for c in counted)
+            manifest = {
+                "format_version": FORMAT_VERSION,
+                "cascade_version": __version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "source": source,
+                "settings": settings,
+                "encoder": {"model": encoder.model_id, "dim": encoder.dim, "max_length": encoder.max_length,
+                            "pooling": encoder.pooling},
+                "bm25": {**collection.params, "stemmer": "english", "stopwords": "en"},
+                "ann": [s.dense.spec for s in index.shards],
+                "counts": {"documents": documents, "passages": bounds[-1]},
+                "shards": [{"dir": n, "passages": c["passages"]} for n, c in zip(names, counted)],
+                **({"late_interaction": late_info} if late_info else {}),
+            }
+            _commit(root, data, manifest)
+        except BaseException:
+            shutil.rmtree(data, ignore_errors=True)  # a failed build leaves the previous index as it was
+            raise
+        stats = BuildStats(documents=documents, passages=bounds[-1], encoded=encoded, reused=bounds[-1] - encoded,
+                           removed=removed, seconds=time.perf_counter() - start)
+        return cls.load(root, keep=keep), stats
 
     @classmethod
-    def load(cls, path: str | Path) -> "Index":
+    def load(cls, path: str | Path, keep=None) -> "Index":
+        """Open an index: arrays are memory-mapped, so this is fast and needs little RAM at any size."""
         root = Path(path)
         manifest = read_manifest(root)
         data = root / manifest["data"]
@@ -154,30 +167,139 @@ class Index:
                 raise CascadeError(f"index {root} is damaged: missing {f}")
             if f.stat().st_size != size:
                 raise CascadeError(f"index {root} is damaged: {f} has {f.stat().st_size} bytes, manifest says {size}")
-        passages = [Passage(id=o["id"], doc_id=o["doc_id"], text=o["text"], title=o.get("title", ""))
-                    for o in _read_lines(data / PASSAGES)]
-        try:
-            dense = DenseIndex.load(data / DENSE)
-            bm25 = BM25.load(data / BM25_DIR)
-            late = TokenStore.load(data / LATE_DIR) if manifest.get("late_interaction") else None
-        except Exception as e:  # faiss/bm25s raise assorted types on bad bytes
-            raise CascadeError(f"index {root} is damaged: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        index = cls._open(data, manifest, keep)
         expected = manifest["counts"]["passages"]
-        sizes = [("passages.jsonl", len(passages)), ("dense index", dense.size), ("BM25 index", bm25.size)]
-        for what, n in sizes + ([("late-interaction store", late.size)] if late is not None else []):
+        sizes = [("passages", len(index.passages)), ("dense index", index.dense.size), ("BM25 index", index.bm25.size)]
+        for what, n in sizes + ([("late-interaction store", index.late.size)] if index.late is not None else []):
             if n != expected:
                 raise CascadeError(f"index {root} is inconsistent: manifest says {expected} passages, {what} has {n}")
-        if dense.dim != manifest["encoder"]["dim"]:
+        if index.dense.dim != manifest["encoder"]["dim"]:
             raise CascadeError(f"index {root} is inconsistent: manifest says dim {manifest['encoder']['dim']}, "
-                               f"dense index has {dense.dim}")
-        return cls(passages, bm25, dense, manifest, late)
+                               f"dense index has {index.dense.dim}")
+        return index
+
+    @classmethod
+    def _open(cls, data: Path, manifest: dict, keep=None) -> "Index":
+        try:
+            collection = Collection.load(data / COLLECTION)
+            shards = []
+            for entry in manifest["shards"]:
+                folder = data / entry["dir"]
+                passages = PassageStore(folder)
+                shards.append(Shard(passages, BM25.load(folder / BM25_DIR, collection, len(passages)),
+                                    DenseIndex.load(folder / DENSE_DIR)))
+            late = TokenStore.load(data / LATE_DIR) if manifest.get("late_interaction") else None
+        except CascadeError:
+            raise
+        except Exception as e:  # numpy/faiss/json raise assorted types on bad bytes
+            raise CascadeError(f"index {data.parent} is damaged: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        return cls(shards, manifest, data, late, keep)
 
 
-def _encode_new(digests: Sequence[str], reusable: dict, encode) -> list:
-    """One item per digest: reused where `reusable` has it, else from one `encode(indices)` call."""
-    todo = [i for i, d in enumerate(digests) if d not in reusable]
-    fresh = dict(zip(todo, encode(todo))) if todo else {}
-    return [fresh[i] if i in fresh else reusable[d] for i, d in enumerate(digests)]
+def _shard_name(k: int) -> str:
+    return f"shard-{k:03d}"
+
+
+def _stage_passages(docs: Iterable[Document], words: int, overlap: int, data: Path,
+                    shards: int) -> tuple[int, list[int]]:
+    """Chunk `docs` as they stream into shard folders of whole documents, about equal in passages.
+
+    Passages are written once to a staging folder, then the shards' files are cut from it at document
+    boundaries. Returns (documents, each shard's end as a global passage index)."""
+    staging = data / "staging.tmp"
+    staging.mkdir()
+    doc_ends: list[int] = []
+    seen: set[str] = set()
+
+    def passages() -> Iterator[Passage]:
+        for doc in docs:
+            for p in chunk(doc, words, overlap):
+                if p.id in seen:
+                    raise CascadeError(f"passage id {p.id!r} occurs twice: a document id collides with a passage id")
+                seen.add(p.id)
+                yield p
+            doc_ends.append(len(seen))
+
+    total = write_passages(passages(), staging)
+    if total == 0:
+        raise CascadeError("no passages to index")
+    shards = min(shards, len(doc_ends))
+    ends = sorted({doc_ends[min(int(np.searchsorted(doc_ends, total * (k + 1) / shards)), len(doc_ends) - 1)]
+                   for k in range(shards)})
+    if shards == 1:
+        staging.rename(data / _shard_name(0))
+    else:
+        split_passages(staging, [data / _shard_name(k) for k in range(len(ends))], ends)
+        shutil.rmtree(staging)
+    return len(doc_ends), ends
+
+
+def _count_and_encode(folder: Path, encoder: Encoder | str, reuse: Path | None, progress: bool) -> dict:
+    """Shard step 1: BM25 term counts (kept in the shard until global statistics exist) and dense vectors,
+    reused from the previous index by content digest, else encoded block by block into a memory map."""
+    encoder = worker_encoder(encoder)
+    passages = PassageStore(folder)
+    counts = TermCounts.count(p.content for p in passages)
+    counts.save(folder / COUNTS_DIR)
+    (folder / DENSE_DIR).mkdir()
+    vectors = np.lib.format.open_memmap(folder / DENSE_DIR / VECTORS, mode="w+", dtype=np.float32,
+                                        shape=(len(passages), encoder.dim))
+    old = Index.load(reuse) if reuse is not None else None
+    where = {bytes(d): (k, i) for k, s in enumerate(old.shards) for i, d in enumerate(s.passages.digests)} if old else {}
+    todo = []
+    for i, d in enumerate(passages.digests):
+        if bytes(d) in where:
+            k, j = where[bytes(d)]
+            vectors[i] = old.shards[k].dense.vectors()[j]
+        else:
+            todo.append(i)
+    bar = tqdm(total=len(todo), desc=f"encoding {folder.name}", unit="psg", disable=not progress or not todo)
+    for block in range(0, len(todo), ENCODE_BLOCK):
+        rows = todo[block:block + ENCODE_BLOCK]
+        vectors[rows] = encoder.encode([passages[i].content for i in rows])
+        bar.update(len(rows))
+    bar.close()
+    vectors.flush()
+    return {"df": counts.document_frequencies(), "passages": len(passages), "tokens": int(counts.lengths.sum()),
+            "encoded": len(todo)}
+
+
+def _index_shard(folder: Path, collection: Path, ann: str, ann_params: dict) -> None:
+    """Shard step 2, once global statistics exist: BM25 rows scored with them, and the ANN index."""
+    BM25.from_counts(TermCounts.load(folder / COUNTS_DIR), Collection.load(collection)).save(folder / BM25_DIR)
+    shutil.rmtree(folder / COUNTS_DIR)
+    vectors = np.load(folder / DENSE_DIR / VECTORS, mmap_mode="r")
+    DenseIndex.from_vectors(vectors, ann, ann_params).save(folder / DENSE_DIR)
+
+
+def _build_late(index: Index, previous: "Index | None", late: TokenEncoder, dtype: str, data: Path,
+                progress: bool) -> dict:
+    """Token vectors for every passage (one store for the whole index), reused by digest where the model matches."""
+    info = (previous.manifest.get("late_interaction") or {}) if previous is not None else {}
+    old = previous.late if info.get("model") == late.model_id else None
+    where = {bytes(d): i for i, d in enumerate(d for s in previous.shards for d in s.passages.digests)} if old else {}
+    digests = [bytes(d) for s in index.shards for d in s.passages.digests]
+    todo = [i for i, d in enumerate(digests) if d not in where]
+    fresh = dict(zip(todo, late.encode([index.passages[i].content for i in todo], progress=progress,
+                                       dtype=np.float16))) if todo else {}
+    store = TokenStore.from_arrays([fresh[i] if i in fresh else old.get(where[d]) for i, d in enumerate(digests)],
+                                   late.dim, dtype)
+    store.save(data / LATE_DIR)
+    index.late = store
+    return {"model": late.model_id, "dim": late.dim, "dtype": dtype, "max_length": late.doc_max_length,
+            "tokens": int(store.offsets[-1]), "bytes": store.nbytes,
+            "bytes_per_passage": round(store.nbytes / max(1, len(digests)))}
+
+
+def _commit(root: Path, data: Path, manifest: dict) -> None:
+    """The one atomic step: fsync the new data folder, swap the manifest, then clear stale folders."""
+    files = {f.relative_to(data).as_posix(): f.stat().st_size for f in sorted(data.rglob("*")) if f.is_file()}
+    _fsync_tree(data)
+    atomic_write(root / MANIFEST, json.dumps({**manifest, "data": data.name, "files": files}, indent=2))
+    _fsync_dir(root)
+    for stale in root.iterdir():
+        if stale.name != data.name and (stale.name.startswith("data-") or stale.name.endswith(".tmp")):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
 REQUIRED = {"format_version": int, "data": str, "settings": dict, "encoder": dict, "counts": dict, "files": dict}

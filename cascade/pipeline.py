@@ -13,11 +13,12 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Iterable, Iterator, Union
 
 import numpy as np
 
 from cascade.context import Context, Span, Tokenizer, assemble, window_position
+from cascade.distributed import Runner
 from cascade.documents import Document
 from cascade.errors import CascadeError
 from cascade.index import MANIFEST, BuildStats, Index
@@ -80,23 +81,24 @@ class StageRuns:
     llm_status: dict | None = None
 
 
-def as_documents(docs: Iterable[DocLike]) -> list[Document]:
-    """Accept Documents, {"id"|"_id", "title"?, "text"} dicts, or plain strings (ids "0", "1", ...)."""
-    out = []
+def as_documents(docs: Iterable[DocLike]) -> Iterator[Document]:
+    """Accept Documents, {"id"|"_id", "title"?, "text"} dicts, or plain strings (ids "0", "1", ...), streamed."""
+    seen: set[str] = set()
     for n, d in enumerate(docs):
         if isinstance(d, Document):
-            out.append(d)
+            doc = d
         elif isinstance(d, str):
-            out.append(Document(id=str(n), text=d))
+            doc = Document(id=str(n), text=d)
         elif isinstance(d, dict) and isinstance(d.get("text"), str) and (d.get("id", d.get("_id")) is not None):
-            out.append(Document(id=str(d.get("id", d.get("_id"))), text=d["text"], title=d.get("title") or ""))
+            doc = Document(id=str(d.get("id", d.get("_id"))), text=d["text"], title=d.get("title") or "")
         else:
             raise CascadeError(f"document {n} is not a Document, a string, or a dict with 'id' and 'text'")
-    if not out:
+        if doc.id in seen:
+            raise CascadeError(f"document ids are not unique: {doc.id!r} occurs twice")
+        seen.add(doc.id)
+        yield doc
+    if not seen:
         raise CascadeError("no documents to index")
-    if len({d.id for d in out}) != len(out):
-        raise CascadeError("document ids are not unique")
-    return out
 
 
 STAGE_ORDER = ("hybrid", "late", "rerank", "llm")
@@ -184,11 +186,14 @@ class Cascade:
               reranker: RerankerSpec = "auto", passage_words: int | None = None, overlap: int | None = None,
               device: str | None = None, source: str | None = None, progress: bool = False,
               cache: CacheSpec = "memory", late_interaction: str | bool | None = None,
-              late_dtype: str | None = None) -> "Cascade":
-        """Index `docs` (and save to `path` atomically, updating an existing index incrementally).
+              late_dtype: str | None = None, shards: int | None = None, ann: str | None = None,
+              ann_params: dict | None = None, runner: Runner | None = None) -> "Cascade":
+        """Index `docs` into `path` atomically (updating an existing index incrementally; None: a temporary one).
 
         `late_interaction`: also store token vectors for late interaction, from this model (True: the
-        bundled bi-encoder); None keeps what the existing index has, False drops them.
+        bundled bi-encoder); None keeps what the existing index has, False drops them. `shards`, `ann`
+        (auto, flat, hnsw, ivfpq) and `ann_params` as in `Index.build`; None keeps the existing index's.
+        `runner`: where shard work runs (cascade/distributed.py; default this process).
         """
         documents = as_documents(docs)
         previous = None
@@ -206,11 +211,10 @@ class Cascade:
         late = None
         if late_interaction:
             late = TokenEncoder(DEFAULT_ENCODER if late_interaction is True else late_interaction, device=device)
-        index, stats = Index.build(documents, encoder, passage_words=passage_words, overlap=overlap,
-                                   previous=previous, source=source, progress=progress, late=late,
-                                   late_dtype=late_dtype or old_late.get("dtype", "int8"))
-        if path is not None:
-            index.save(path)
+        index, stats = Index.build(documents, encoder, path, passage_words=passage_words, overlap=overlap,
+                                   shards=shards, ann=ann, ann_params=ann_params, previous=previous, source=source,
+                                   progress=progress, late=late, late_dtype=late_dtype or old_late.get("dtype", "int8"),
+                                   runner=runner)
         cascade = cls(index, encoder, choose_reranker(reranker, device), cache=cache)
         cascade._late_encoder = late
         cascade.build_stats = stats

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from cascade import CascadeError, Document, load_documents
-from cascade.documents import chunk, chunk_all
+from cascade.documents import chunk
 from tests.conftest import write_jsonl
 
 
@@ -102,6 +102,6 @@ def test_chunk_zero_keeps_documents_whole_and_rejects_bad_settings():
 
 
 def test_digest_changes_with_content_only():
-    a, b = chunk_all([Document("a", "same text", "t"), Document("b", "same text", "t")])
+    a, b = [chunk(d)[0] for d in (Document("a", "same text", "t"), Document("b", "same text", "t"))]
     assert a.digest == b.digest
     assert a.digest != chunk(Document("a", "other text", "t"))[0].digest

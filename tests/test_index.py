@@ -43,7 +43,9 @@ def test_manifest_records_format_models_counts_settings(small_index):
     assert m["format_version"] == FORMAT_VERSION
     assert m["encoder"] == {"model": "sentence-transformers/all-MiniLM-L6-v2", "dim": 384, "max_length": 256,
                             "pooling": "mean"}
-    assert m["settings"] == {"passage_words": 200, "overlap": 40, "k1": 1.2, "b": 0.75}
+    assert m["settings"] == {"passage_words": 200, "overlap": 40, "k1": 1.2, "b": 0.75, "shards": 1, "ann": "auto",
+                             "ann_params": {}}
+    assert m["shards"] == [{"dir": "shard-000", "passages": 6}] and m["ann"] == [{"kind": "flat"}]
     assert m["bm25"]["stemmer"] == "english" and m["bm25"]["stopwords"] == "en"
     assert m["counts"] == {"documents": len(DOCS), "passages": len(DOCS)}
     data = small_index / m["data"]
@@ -104,6 +106,9 @@ def copy_of_index(small_index, tmp_path):
     return shutil.copytree(small_index, tmp_path / "copy")
 
 
+VECTORS = "shard-000/dense/vectors.npy"
+
+
 def _manifest(path):
     return json.loads((path / "manifest.json").read_text())
 
@@ -118,8 +123,10 @@ def _write_manifest(path, m):
     (lambda p: _write_manifest(p, {k: v for k, v in _manifest(p).items() if k != "counts"}), "'counts' is missing"),
     (lambda p: _write_manifest(p, {**_manifest(p), "counts": {"documents": 6, "passages": 7}}),
      "manifest says 7 passages"),
-    (lambda p: (p / _manifest(p)["data"] / "dense.faiss").unlink(), "missing .*dense.faiss"),
-    (lambda p: (p / _manifest(p)["data"] / "dense.faiss").write_bytes(b"garbage"), "dense.faiss has 7 bytes"),
+    (lambda p: (p / _manifest(p)["data"] / VECTORS).unlink(), "missing .*vectors.npy"),
+    (lambda p: (p / _manifest(p)["data"] / VECTORS).write_bytes(b"garbage"), "vectors.npy has 7 bytes"),
+    (lambda p: _write_manifest(p, {**_manifest(p), "files": {}}) or (p / _manifest(p)["data"] / VECTORS).write_bytes(
+        b"garbage"), "is damaged: ValueError"),
     (lambda p: (p / "manifest.json").unlink(), "is not a Cascade index"),
 ])
 def test_damaged_index_gives_one_clear_error(copy_of_index, damage, message, capsys):
