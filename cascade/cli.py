@@ -13,6 +13,7 @@ from cascade.errors import CascadeError
 from cascade.evaluate.runner import STAGES as EVAL_STAGES
 from cascade.models import DEFAULT_ENCODER
 from cascade.pipeline import DEFAULT_BUDGET_MS
+from cascade.retrieve.dense import ANN_KINDS
 from cascade.rerank.blend import DEFAULT_BLEND
 from cascade.rerank.cache import DEFAULT_TTL_S
 
@@ -35,6 +36,16 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def ann_param(text: str) -> tuple[str, int]:
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name.strip(), int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=INTEGER, e.g. ef_search=128, got {text!r}") from None
 
 
 def non_negative(text: str) -> int:
@@ -82,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--late-dtype", choices=("int8", "fp16"), default=None,
                    help="token vector storage: int8 with a scale per token (default: half the size of fp16 and "
                         "faster to score on CPU) or fp16")
+    p.add_argument("--shards", type=positive, default=None,
+                   help="split the corpus into S shards of whole documents; searches fan out and merge, BM25 uses "
+                        "global statistics so results equal an unsharded index's (default: previous index's, else 1)")
+    p.add_argument("--ann", choices=("auto",) + ANN_KINDS, default=None,
+                   help="dense search per shard: flat (exact scan), hnsw (graph), ivfpq (compressed, re-scored "
+                        "exactly); auto: flat below 100k passages per shard, else hnsw (default: previous index's)")
+    p.add_argument("--ann-param", action="append", default=None, metavar="NAME=INT", type=ann_param,
+                   help="ANN parameter, repeatable: hnsw m, ef_construction, ef_search; ivfpq nlist, pq_m, nbits, "
+                        "nprobe, refine (0 = sized to the data)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="build shards as Ray tasks: a local Ray cluster, or ADDRESS (auto, ray://head:10001); "
+                        "workers must see --out at the same path (pip install 'cascade-retrieval[distributed]')")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     s = sub.add_parser("search", help="search an index: hybrid retrieve -> rerank -> top hits",
@@ -364,18 +387,25 @@ def reranker_spec(args: argparse.Namespace) -> str | None:
 
 
 def cmd_index(args: argparse.Namespace) -> None:
-    from cascade import Cascade, load_documents
+    from cascade import Cascade
+    from cascade.distributed import RayRunner
+    from cascade.documents import iter_documents
 
     if args.late_interaction and args.no_late_interaction:
         raise CascadeError("--late-interaction and --no-late-interaction contradict each other; pick one")
     late = False if args.no_late_interaction else args.late_interaction
-    docs = load_documents(args.src)
-    cascade = Cascade.build(docs, args.out, encoder=args.encoder, reranker=None, passage_words=args.passage_words,
-                            overlap=args.overlap, device=args.device, source=os.path.abspath(args.src),
-                            progress=not args.quiet, late_interaction=late, late_dtype=args.late_dtype)
+    runner = RayRunner(None if args.ray == "local" else args.ray) if args.ray else None
+    cascade = Cascade.build(iter_documents(args.src), args.out, encoder=args.encoder, reranker=None,
+                            passage_words=args.passage_words, overlap=args.overlap, device=args.device,
+                            source=os.path.abspath(args.src), progress=not args.quiet, late_interaction=late,
+                            late_dtype=args.late_dtype, shards=args.shards, ann=args.ann,
+                            ann_params=dict(args.ann_param) if args.ann_param else None, runner=runner)
     st = cascade.build_stats
+    m = cascade.index.manifest
+    kinds = sorted({a["kind"] for a in m["ann"]})
     print(f"indexed {st.documents} documents as {st.passages} passages into {args.out} in {st.seconds:.1f}s "
-          f"(encoded {st.encoded}, reused {st.reused}, removed {st.removed})")
+          f"(encoded {st.encoded}, reused {st.reused}, removed {st.removed}; {len(m['shards'])} shard(s), "
+          f"dense search {'/'.join(kinds)})")
     info = cascade.index.manifest.get("late_interaction")
     if info:
         print(f"late interaction: {info['tokens']} token vectors ({info['model']}, dim {info['dim']}, {info['dtype']}), "
@@ -488,6 +518,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(f"{title} (retrieve {args.retrieve}, rerank depth {args.rerank_depth}, reranker "
           f"{result.settings['reranker'] or 'none'})\n")
     print(table)
+    recall = result.settings.get("ann_recall@200")
+    if recall is not None:
+        print(f"\nANN ({result.settings['ann'][0]['kind']}) Recall@200 against exact search: {recall:.3f}")
     print("\n".join(f"- {n}" for n in notes))
     if args.json_out:
         write_json(args.json_out, eval_json(result, notes))

@@ -63,3 +63,25 @@ def worker_encoder(encoder):
 
         _ENCODERS[encoder] = Encoder(encoder)
     return _ENCODERS[encoder]
+
+
+_ENGINES: dict[tuple, Any] = {}
+
+
+def search_batch(index: str, reranker: str | None, queries: Sequence[str], options: dict) -> list[dict]:
+    """One task of `search_many`: the worker opens the index once (memory-mapped) and keeps it."""
+    key = (index, reranker)
+    if key not in _ENGINES:
+        from cascade.pipeline import Cascade
+
+        _ENGINES[key] = Cascade.load(index, reranker=reranker, cache="none")
+    return [_ENGINES[key].search(q, **options).to_dict() for q in queries]
+
+
+def search_many(index: str, queries: Sequence[str], runner: Runner | None = None, reranker: str | None = "auto",
+                batch: int = 64, **options) -> list[dict]:
+    """Search many queries, `batch` per task, through `runner` (a Ray cluster: one task per batch);
+    each result is `SearchResult.to_dict()`, in query order. `options` go to `Cascade.search`."""
+    runner = runner or LocalRunner()
+    chunks = [list(queries[i:i + batch]) for i in range(0, len(queries), batch)]
+    return [r for part in runner.map(search_batch, [(str(index), reranker, c, options) for c in chunks]) for r in part]

@@ -99,6 +99,9 @@ def open_cascade(data: Path, index_dir: Path | None, reranker: RerankerSpec, dev
                          progress=progress, cache=None, late_interaction=late_interaction)
 
 
+ANN_RECALL_AT = 200  # the blueprint's ANN target: Recall@200 against exact search on the same queries
+
+
 def doc_run(passages: Sequence[Passage], ids: np.ndarray, scores: np.ndarray, depth: int) -> dict[str, float]:
     """Passage ranking (best first, scores non-increasing) -> document run of the top `depth` docs (MaxP)."""
     run: dict[str, float] = {}
@@ -146,12 +149,16 @@ def evaluate(cascade: Cascade, split: Split, stages: Sequence[str] = STAGES, ret
     stage_ms: dict[str, dict[str, list[float]]] = {s: {c: [] for c in configs.get(s, ())} for s in stages}
     first_stage_depth = RUN_DEPTH if {"bm25", "dense"} & set(stages) else 0
     passages = cascade.index.passages
+    approximate = any(a["kind"] != "flat" for a in cascade.index.manifest.get("ann", []))
+    ann_recall = []
     for qid in tqdm(qids, desc=f"evaluating {split.name}/{split.split}", unit="q", disable=not progress):
         query = split.queries[qid]
         r = cascade.run_stages(query, retrieve=retrieve, rerank_depth=0, fusion=fusion,
                                first_stage_depth=first_stage_depth)
         t = r.timings_ms
         first = t["bm25"] + t["dense"] + t["fusion"]
+        if approximate:
+            ann_recall.append(cascade.index.dense.recall(cascade.encoder.encode([query])[0], ANN_RECALL_AT))
         ranked = {"bm25": (r.bm25, t["bm25"]), "dense": (r.dense, t["dense"]), "hybrid": (r.fusion, first)}
         for s, links in configs.items():
             c = cascade.run_stages(query, retrieve=retrieve, fusion=fusion, blend=blend,
@@ -179,6 +186,8 @@ def evaluate(cascade: Cascade, split: Split, stages: Sequence[str] = STAGES, ret
                                 "reranker": cascade.reranker.model_id if cascade.reranker else None,
                                 "encoder": cascade.encoder.model_id,
                                 "passage_words": cascade.index.manifest["settings"]["passage_words"],
-                                "overlap": cascade.index.manifest["settings"]["overlap"]},
+                                "overlap": cascade.index.manifest["settings"]["overlap"],
+                                "ann": cascade.index.manifest.get("ann", [])[:1],
+                                f"ann_recall@{ANN_RECALL_AT}": float(np.mean(ann_recall)) if ann_recall else None},
                       stages=results, rerank_status={"available": cascade.reranker is not None,
                                                      "reason": cascade.rerank_unavailable})

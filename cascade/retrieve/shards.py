@@ -60,3 +60,8 @@ class DenseFanOut(FanOut):
     def exact(self, query_vector: np.ndarray, k: int) -> Ranking:
         """The true top k (a full scan of every shard): what `cascade eval` measures ANN recall against."""
         return self._each("exact", query_vector, k)
+
+    def recall(self, query_vector: np.ndarray, k: int) -> float:
+        """ANN Recall@k: the share of the exact top k that `search` also returns."""
+        exact = self.exact(query_vector, k)[0]
+        return len(np.intersect1d(self.search(query_vector, k)[0], exact)) / max(1, len(exact))
