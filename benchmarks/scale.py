@@ -41,6 +41,8 @@ SWAP = 0.25  # share of a passage's words taken from another passage
 NOISE = 0.05
 DEPTH = 150  # candidates per first-stage retriever, as the cascade's default `retrieve`
 RECALL_AT = 200
+EF_SWEEP = (128, 256, 512, 1024, 2048)
+TRAIN_QUERIES = 300  # SciFact train queries: the dev set for choosing efSearch
 
 
 def base_passages():
@@ -100,11 +102,16 @@ def disk(data: Path) -> dict[str, int]:
     return parts
 
 
+def rss() -> int:
+    return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmRSS"))) * 1024
+
+
 def probe(index_dir: str, queries_file: str) -> dict:
     """Run in a fresh process: open the index, search every query, report latencies, recall and RSS."""
     from cascade.index import Index
     from cascade.retrieve import fuse
 
+    before = rss()
     t = time.perf_counter()
     index = Index.load(index_dir)
     open_s = time.perf_counter() - t
@@ -130,11 +137,36 @@ def probe(index_dir: str, queries_file: str) -> dict:
             ms["bm25"].append((t1 - t0) * 1000)
             ms["dense_ann"].append((t2 - t1) * 1000)
             ms["hybrid"].append((t3 - t0) * 1000)
-            ms["dense_exact"].append((t4 - t3) * 1000 * DEPTH / RECALL_AT)  # scan cost barely depends on k
-    rss = int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmRSS"))) * 1024
-    return {"open_s": open_s, "rss_bytes": rss, f"recall@{RECALL_AT}": float(np.mean(recall)),
+            ms["dense_exact"].append((t4 - t3) * 1000)  # a full scan: k hardly matters
+    sweep = ef_sweep(index, {"test": vectors, "train": np.asarray(q["train_vectors"], dtype=np.float32)})
+    return {"open_s": open_s, "rss_bytes": rss() - before, "ef_search_sweep": sweep,
+            f"recall@{RECALL_AT}": float(np.mean(recall)),
             "latency_ms": {k: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95))}
                            for k, v in ms.items()}}
+
+
+def ef_sweep(index, query_sets: dict[str, np.ndarray]) -> dict:
+    """HNSW Recall@200 and p50 latency at several efSearch values, for dev (train) and test queries."""
+    specs = [s.dense.spec for s in index.shards]
+    if specs[0]["kind"] != "hnsw":
+        return {}
+    default = specs[0]["ef_search"]
+    exact = {name: [index.dense.exact(v, RECALL_AT)[0] for v in vs] for name, vs in query_sets.items()}
+    out = {}
+    for ef in EF_SWEEP:
+        for spec in specs:
+            spec["ef_search"] = ef
+        for name, vs in query_sets.items():
+            recall, ms = [], []
+            for v, truth in zip(vs, exact[name]):
+                t = time.perf_counter()
+                found = index.dense.search(v, RECALL_AT)[0]
+                ms.append((time.perf_counter() - t) * 1000)
+                recall.append(len(np.intersect1d(found, truth)) / max(1, len(truth)))
+            out[f"{name}@{ef}"] = {"recall": float(np.mean(recall)), "p50_ms": float(np.percentile(ms, 50))}
+    for spec in specs:
+        spec["ef_search"] = default
+    return out
 
 
 def encode_rate(engine, docs) -> float:
@@ -152,7 +184,8 @@ def run_size(engine, contents, vectors, n: int, workdir: Path, queries_file: Pat
     out = workdir / f"idx-{n}"
     shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
-    index, stats = Index.build(iter(docs), DerivedEncoder(engine.encoder, recipes, vectors), out, progress=True)
+    index, stats = Index.build(iter(docs), DerivedEncoder(engine.encoder, recipes, vectors), out,
+                               passage_words=0, progress=True)
     build_s = time.perf_counter() - t
     del docs, recipes
     parts = disk(index.data)
@@ -169,7 +202,7 @@ def run_size(engine, contents, vectors, n: int, workdir: Path, queries_file: Pat
 def table(rows: list[dict], rate: float, cpu: str) -> str:
     lat = lambda r, k: f"{r['latency_ms'][k]['p50']:.1f} / {r['latency_ms'][k]['p95']:.1f}"  # noqa: E731
     lines = ["| passages | dense index | build (no encoding) | encode (extrapolated) | disk per passage | "
-             "RSS serving | BM25 p50/p95 ms | dense ANN p50/p95 ms | exact scan p50/p95 ms | hybrid p50/p95 ms | "
+             "RSS added by serving | BM25 p50/p95 ms | dense ANN p50/p95 ms | exact scan p50/p95 ms | hybrid p50/p95 ms | "
              "ANN Recall@200 |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -177,6 +210,17 @@ def table(rows: list[dict], rate: float, cpu: str) -> str:
                      f"{r['encode_s_extrapolated'] / 3600:.1f} h | {r['disk_bytes_per_passage'] / 1024:.2f} KiB | "
                      f"{r['rss_bytes'] / 2**20:.0f} MiB | {lat(r, 'bm25')} | {lat(r, 'dense_ann')} | "
                      f"{lat(r, 'dense_exact')} | {lat(r, 'hybrid')} | {r[f'recall@{RECALL_AT}']:.3f} |")
+    sweeps = [(r["passages"], r["ef_search_sweep"]) for r in rows if r["ef_search_sweep"]]
+    if sweeps:
+        lines += ["", "HNSW efSearch (chosen on SciFact train queries; test shown for the record): Recall@200, "
+                  "dense p50 ms at k=200", "",
+                  "| passages | " + " | ".join(f"ef {ef} train" for ef in EF_SWEEP) + " | "
+                  + " | ".join(f"ef {ef} test" for ef in EF_SWEEP) + " |",
+                  "|---:|" + "---:|" * (2 * len(EF_SWEEP))]
+        for n, sw in sweeps:
+            cells = [f"{sw[f'{name}@{ef}']['recall']:.3f} ({sw[f'{name}@{ef}']['p50_ms']:.1f})"
+                     for name in ("train", "test") for ef in EF_SWEEP]
+            lines.append(f"| {n:,} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"Measured on {cpu}, 2 cores, by `python benchmarks/scale.py`. Latencies exclude query encoding; "
                  f"the encoder ran at {rate:.0f} passages/s here, which gives the extrapolated encode time. "
@@ -201,7 +245,9 @@ def main() -> None:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     queries_file = workdir / "queries.json"
-    queries_file.write_text(json.dumps({"texts": texts, "vectors": engine.encoder.encode(texts).tolist()}))
+    train = list(load_split(DATA / "scifact", "train").queries.values())[:TRAIN_QUERIES]
+    queries_file.write_text(json.dumps({"texts": texts, "vectors": engine.encoder.encode(texts).tolist(),
+                                        "train_vectors": engine.encoder.encode(train).tolist()}))
     rate = encode_rate(engine, synthetic(contents, 1000, seed=1)[0])
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     rows = []

@@ -70,7 +70,7 @@ class Encoder:
 
 VECTORS, ANN, SPEC = "vectors.npy", "ann.faiss", "ann.json"  # a dense index folder's files
 ANN_KINDS = ("flat", "hnsw", "ivfpq")
-ANN_DEFAULTS = {"hnsw": {"m": 32, "ef_construction": 80, "ef_search": 256},
+ANN_DEFAULTS = {"hnsw": {"m": 32, "ef_construction": 80, "ef_search": 512},
                 "ivfpq": {"nlist": 0, "pq_m": 0, "nbits": 8, "nprobe": 32, "refine": 4}}  # 0: sized to the data
 EXACT_UP_TO = 100_000  # "auto" searches exactly below this many vectors per shard, HNSW above
 
