@@ -101,7 +101,7 @@ def test_non_utf8_query_is_refused(small_index):
 
 def test_api_build_in_memory_and_validation(tiny_ce):
     cascade = Cascade.build(["the moon raises tides", "caches avoid round trips"], reranker=str(tiny_ce))
-    result = cascade.search("moon tides", retrieve=2, rerank_depth=2, top=1)
+    result = cascade.search("moon tides", retrieve=2, rerank_depth=2, top=1, budget_ms=None)  # no timing in tests
     assert len(result.hits) == 1 and result.rerank["status"] == "ok"
     with pytest.raises(CascadeError, match="rerank_depth must be an integer >= 0"):
         cascade.search("x", rerank_depth=-1)
