@@ -90,18 +90,19 @@ def iter_documents(src: str | Path) -> Iterator[Document]:
             f"unsupported source {path}: expected a folder of .txt/.md files, "
             "a .jsonl[.gz] file, or a BEIR folder with corpus.jsonl[.gz]"
         )
-    return _unique(docs, path)
+    return unique(docs, str(path))
 
 
-def _unique(docs: Iterable[Document], path: Path) -> Iterator[Document]:
+def unique(docs: Iterable[Document], source: str) -> Iterator[Document]:
+    """Stream `docs`, refusing a repeated id (passages would be ambiguous) and an empty source."""
     seen: set[str] = set()
     for d in docs:
         if d.id in seen:
-            raise CascadeError(f"duplicate document id {d.id!r} in {path}")
+            raise CascadeError(f"duplicate document id {d.id!r} in {source}")
         seen.add(d.id)
         yield d
     if not seen:
-        raise CascadeError(f"no documents found in {path}")
+        raise CascadeError(f"no documents found in {source}")
 
 
 def _read_folder(root: Path) -> Iterator[Document]:

@@ -34,7 +34,7 @@ from cascade.rerank.late_interaction import TokenEncoder, TokenStore
 from cascade.retrieve import BM25, DenseIndex, Encoder
 from cascade.retrieve.bm25 import Collection, TermCounts
 from cascade.retrieve.dense import VECTORS, ann_spec
-from cascade.retrieve.shards import DenseFanOut, FanOut
+from cascade.retrieve.shards import BM25FanOut, DenseFanOut
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class Index:
     def __init__(self, shards: list[Shard], manifest: dict, data: Path, late: TokenStore | None = None, keep=None):
         self.shards, self.manifest, self.data, self.late = shards, manifest, data, late
         self.passages = Concatenated([s.passages for s in shards])
-        self.bm25 = FanOut([s.bm25 for s in shards], self.passages.starts)
+        self.bm25 = BM25FanOut([s.bm25 for s in shards], self.passages.starts)
         self.dense = DenseFanOut([s.dense for s in shards], self.passages.starts)
         self._keep = keep  # a temporary directory that must live as long as this index
 
@@ -130,8 +130,7 @@ class Index:
                                       for n in names])
             index = cls._open(data, {"shards": [{"dir": n} for n in names]})
             late_info = _build_late(index, previous, late, late_dtype, data, progress) if late is not None else None
-            digests = {bytes(d) for s in index.shards for d in s.passages.digests}
-            removed = len({bytes(d) for s in previous.shards for d in s.passages.digests} - digests) if previous else 0
+            removed = len(set(previous.passages.digests()) - set(index.passages.digests())) if previous else 0
             encoded = sum(c["encoded"] for c in counted)
             manifest = {
                 "format_version": FORMAT_VERSION,
@@ -245,11 +244,11 @@ def _count_and_encode(folder: Path, encoder: Encoder | str, reuse: Path | None, 
     vectors = np.lib.format.open_memmap(folder / DENSE_DIR / VECTORS, mode="w+", dtype=np.float32,
                                         shape=(len(passages), encoder.dim))
     old = Index.load(reuse) if reuse is not None else None
-    where = {bytes(d): (k, i) for k, s in enumerate(old.shards) for i, d in enumerate(s.passages.digests)} if old else {}
+    where = old.passages.rows_by_digest() if old else {}
     todo = []
     for i, d in enumerate(passages.digests):
         if bytes(d) in where:
-            k, j = where[bytes(d)]
+            k, j = old.passages.locate(where[bytes(d)])
             vectors[i] = old.shards[k].dense.vectors()[j]
         else:
             todo.append(i)
@@ -269,7 +268,7 @@ def _index_shard(folder: Path, collection: Path, ann: str, ann_params: dict) -> 
     BM25.from_counts(TermCounts.load(folder / COUNTS_DIR), Collection.load(collection)).save(folder / BM25_DIR)
     shutil.rmtree(folder / COUNTS_DIR)
     vectors = np.load(folder / DENSE_DIR / VECTORS, mmap_mode="r")
-    DenseIndex.from_vectors(vectors, ann, ann_params).save(folder / DENSE_DIR)
+    DenseIndex.from_vectors(vectors, ann, ann_params).save_ann(folder / DENSE_DIR)
 
 
 def _build_late(index: Index, previous: "Index | None", late: TokenEncoder, dtype: str, data: Path,
@@ -277,8 +276,8 @@ def _build_late(index: Index, previous: "Index | None", late: TokenEncoder, dtyp
     """Token vectors for every passage (one store for the whole index), reused by digest where the model matches."""
     info = (previous.manifest.get("late_interaction") or {}) if previous is not None else {}
     old = previous.late if info.get("model") == late.model_id else None
-    where = {bytes(d): i for i, d in enumerate(d for s in previous.shards for d in s.passages.digests)} if old else {}
-    digests = [bytes(d) for s in index.shards for d in s.passages.digests]
+    where = previous.passages.rows_by_digest() if old else {}
+    digests = index.passages.digests()
     todo = [i for i, d in enumerate(digests) if d not in where]
     fresh = dict(zip(todo, late.encode([index.passages[i].content for i in todo], progress=progress,
                                        dtype=np.float16))) if todo else {}

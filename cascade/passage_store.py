@@ -89,8 +89,21 @@ class Concatenated(Sequence[Passage]):
         i = int(i) + (len(self) if int(i) < 0 else 0)
         if not 0 <= i < len(self):
             raise IndexError(f"passage {i} out of range ({len(self)} passages)")
+        shard, local = self.locate(i)
+        return self.parts[shard][local]
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(shard, index within the shard) of global passage `i`."""
         shard = int(np.searchsorted(self.starts, i, side="right")) - 1
-        return self.parts[shard][i - int(self.starts[shard])]
+        return shard, i - int(self.starts[shard])
+
+    def digests(self) -> list[bytes]:
+        """Every passage's content digest, in global order."""
+        return [bytes(d) for part in self.parts for d in part.digests]
+
+    def rows_by_digest(self) -> dict[bytes, int]:
+        """Content digest -> global index (the last of any duplicates): what a rebuild reuses vectors by."""
+        return {d: i for i, d in enumerate(self.digests())}
 
     def __iter__(self) -> Iterator[Passage]:
         for part in self.parts:

@@ -9,6 +9,7 @@ see what reranking changed.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,7 +20,7 @@ import numpy as np
 
 from cascade.context import Context, Span, Tokenizer, assemble, window_position
 from cascade.distributed import Runner
-from cascade.documents import Document
+from cascade.documents import Document, unique
 from cascade.errors import CascadeError
 from cascade.index import MANIFEST, BuildStats, Index
 from cascade.models import DEFAULT_ENCODER
@@ -79,26 +80,22 @@ class StageRuns:
     late: tuple[np.ndarray, np.ndarray] | None = None  # late interaction's head only
     llm: tuple[np.ndarray, np.ndarray] | None = None  # the LLM's head, scored by rank (depth - position)
     llm_status: dict | None = None
+    query_vector: np.ndarray | None = None  # the encoded query (eval reuses it to measure ANN recall)
 
 
 def as_documents(docs: Iterable[DocLike]) -> Iterator[Document]:
     """Accept Documents, {"id"|"_id", "title"?, "text"} dicts, or plain strings (ids "0", "1", ...), streamed."""
-    seen: set[str] = set()
-    for n, d in enumerate(docs):
-        if isinstance(d, Document):
-            doc = d
-        elif isinstance(d, str):
-            doc = Document(id=str(n), text=d)
-        elif isinstance(d, dict) and isinstance(d.get("text"), str) and (d.get("id", d.get("_id")) is not None):
-            doc = Document(id=str(d.get("id", d.get("_id"))), text=d["text"], title=d.get("title") or "")
-        else:
-            raise CascadeError(f"document {n} is not a Document, a string, or a dict with 'id' and 'text'")
-        if doc.id in seen:
-            raise CascadeError(f"document ids are not unique: {doc.id!r} occurs twice")
-        seen.add(doc.id)
-        yield doc
-    if not seen:
-        raise CascadeError("no documents to index")
+    return unique(map(_as_document, itertools.count(), docs), "the documents given")
+
+
+def _as_document(n: int, d: DocLike) -> Document:
+    if isinstance(d, Document):
+        return d
+    if isinstance(d, str):
+        return Document(id=str(n), text=d)
+    if isinstance(d, dict) and isinstance(d.get("text"), str) and (d.get("id", d.get("_id")) is not None):
+        return Document(id=str(d.get("id", d.get("_id"))), text=d["text"], title=d.get("title") or "")
+    raise CascadeError(f"document {n} is not a Document, a string, or a dict with 'id' and 'text'")
 
 
 STAGE_ORDER = ("hybrid", "late", "rerank", "llm")
@@ -324,7 +321,8 @@ class Cascade:
         deadline = budget.now() + budget_ms / 1000 if budget_ms is not None else None
         bm25 = self.index.bm25.search(query, depth)
         t.append(time.perf_counter())
-        dense = self.index.dense.search(self.encoder.encode([query])[0], depth)
+        query_vector = self.encoder.encode([query])[0]
+        dense = self.index.dense.search(query_vector, depth)
         t.append(time.perf_counter())
         fused = fuse(fusion, (bm25[0][:retrieve], bm25[1][:retrieve]), (dense[0][:retrieve], dense[1][:retrieve]),
                      limit=retrieve, alpha=alpha)
@@ -347,7 +345,8 @@ class Cascade:
         timings = {name: (b - a) * 1000 for name, a, b in zip(names, t, t[1:])}
         timings["total"] = (t[-1] - t[0]) * 1000
         return StageRuns(bm25=bm25, dense=dense, fusion=fused, rerank=rerank, order=order, timings_ms=timings,
-                         rerank_status=status, late=late, llm=llm, llm_status=llm_status)
+                         rerank_status=status, late=late, llm=llm, llm_status=llm_status,
+                         query_vector=query_vector)
 
     def _late(self, encoder: TokenEncoder, query: str, candidates: np.ndarray, depth: int,
               blend_beta: float) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:

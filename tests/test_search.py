@@ -109,7 +109,7 @@ def test_api_build_in_memory_and_validation(tiny_ce):
         cascade.search("x", retrieve=1, rerank_depth=2)
     with pytest.raises(CascadeError, match="no documents"):
         Cascade.build([])
-    with pytest.raises(CascadeError, match="not unique"):
+    with pytest.raises(CascadeError, match="duplicate document id"):
         Cascade.build([{"id": "a", "text": "x"}, {"id": "a", "text": "y"}])
 
 

@@ -158,7 +158,7 @@ def evaluate(cascade: Cascade, split: Split, stages: Sequence[str] = STAGES, ret
         t = r.timings_ms
         first = t["bm25"] + t["dense"] + t["fusion"]
         if approximate:
-            ann_recall.append(cascade.index.dense.recall(cascade.encoder.encode([query])[0], ANN_RECALL_AT))
+            ann_recall.append(cascade.index.dense.recall(r.query_vector, ANN_RECALL_AT))
         ranked = {"bm25": (r.bm25, t["bm25"]), "dense": (r.dense, t["dense"]), "hybrid": (r.fusion, first)}
         for s, links in configs.items():
             c = cascade.run_stages(query, retrieve=retrieve, fusion=fusion, blend=blend,

@@ -171,13 +171,14 @@ class BM25:
     def params(self) -> dict:
         return self.collection.params
 
-    def tokens(self, query: str) -> list[str]:
-        """The query's terms that exist in the collection, after the same analysis as the corpus."""
-        return [t for t in self._analyzer(query) if t in self.collection.terms]
+    def terms(self, query: str) -> np.ndarray:
+        """The query's global term ids, after the same analysis as the corpus: shards share them, so a
+        fan-out analyses a query once."""
+        return self.collection.query_terms(query, self._analyzer)
 
-    def scores(self, query: str) -> np.ndarray:
-        """The BM25 score of every passage in this shard for `query` (0 where no term matches)."""
-        terms = self.collection.query_terms(query, self._analyzer)
+    def scores(self, query: str | np.ndarray) -> np.ndarray:
+        """The BM25 score of every passage in this shard for `query` (text, or its `terms`; 0 where none match)."""
+        terms = query if isinstance(query, np.ndarray) else self.terms(query)
         if not len(terms):
             return np.zeros(self._size, dtype=np.float32)
         spans = [slice(self._indptr[t], self._indptr[t + 1]) for t in terms]
@@ -185,7 +186,7 @@ class BM25:
         return np.bincount(passages, weights=np.concatenate([self._score[s] for s in spans]),
                            minlength=self._size).astype(np.float32)
 
-    def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, query: str | np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Passage indices and BM25 scores of the k best matches; passages with score 0 are left out."""
         idx, scores = top_k(self.scores(query), k)
         keep = scores > 0

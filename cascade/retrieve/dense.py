@@ -149,11 +149,14 @@ class DenseIndex:
         return candidates[best], scores
 
     def save(self, directory: Path) -> None:
-        """Write the vectors (unless they are already memory-mapped from that folder), the ANN index and its spec."""
+        """Write the vectors, the ANN index and its spec."""
         directory.mkdir(parents=True, exist_ok=True)
-        source, target = getattr(self._vectors, "filename", None), directory / VECTORS
-        if not (source and target.exists() and target.samefile(source)):
-            np.save(target, self._vectors)
+        np.save(directory / VECTORS, self._vectors)
+        self.save_ann(directory)
+
+    def save_ann(self, directory: Path) -> None:
+        """Write the ANN index and its spec beside vectors already in `directory` (how an index build,
+        which encodes straight into `vectors.npy`, finishes a shard)."""
         if self._ann is not None:
             faiss.write_index(self._ann, str(directory / ANN))
         (directory / SPEC).write_text(json.dumps(self.spec), encoding="utf-8")

@@ -44,9 +44,12 @@ class FanOut:
     def search(self, query, k: int) -> Ranking:
         return self._each("search", query, k)
 
-    def tokens(self, query: str) -> list[str]:
-        """BM25 only: the query's terms that exist in the collection (shards share one vocabulary)."""
-        return self.parts[0].tokens(query)
+
+
+class BM25FanOut(FanOut):
+    def search(self, query: str, k: int) -> Ranking:
+        """The query is analysed once: shards share the collection's term ids."""
+        return self._each("search", self.parts[0].terms(query), k)
 
 
 class DenseFanOut(FanOut):
