@@ -1,11 +1,12 @@
 """Dev-only study: does blending the cross-encoder's ranking with the first stage's help or hurt?
 
-    python benchmarks/rerank_blend_dev.py [--reranker cascade-reranker]
+    python benchmarks/rerank_blend_dev.py [--reranker cascade-reranker] [--name rerank-blend-dev]
 
 For each dev query (SciFact: the seeded 10% of train that `cascade train` holds out; NFCorpus: its dev
 split), the hybrid top 30 is scored by the reranker once; the head is then ordered by
 1/(60 + cross-encoder rank) + beta/(60 + first-stage rank) for several beta (0 = the cross-encoder alone,
-the cascade's --blend 0; inf = first-stage order). Writes benchmarks/results/rerank-blend-dev.{json,md}.
+the cascade's --blend 0; inf = first-stage order). Writes benchmarks/results/NAME.{json,md} (a candidate
+model gets its own NAME, so the study behind the default stays as it is).
 No test split is read: this is where the default blend (1) was chosen.
 """
 
@@ -34,6 +35,7 @@ def blend(scores: np.ndarray, beta: float) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reranker", default="cascade-reranker")
+    parser.add_argument("--name", default="rerank-blend-dev", help="output file name under benchmarks/results/")
     args = parser.parse_args()
 
     from cascade.rerank import CrossEncoder
@@ -42,17 +44,17 @@ def main() -> None:
     model = CrossEncoder(args.reranker)
     table = {}
     for name in ("scifact", "nfcorpus"):
-        dev = prepare([DATA / name], TrainConfig(out=str(RESULTS)), progress=False).dev
+        dev = prepare([DATA / name], TrainConfig(out=str(RESULTS)), progress=False, mine_train=False).dev
         scored = [(q, model.predict([(q.query, text) for _, text in q.candidates], batch_size=8)) for q in dev]
         table[name] = {"queries": len(dev), "ndcg@10": {
             str(beta): float(np.mean([query_ndcg(q, blend(s, beta)) for q, s in scored]))
             for beta in BETAS}}
-    (RESULTS / "rerank-blend-dev.json").write_text(json.dumps({"reranker": args.reranker, **table}, indent=2) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({"reranker": args.reranker, **table}, indent=2) + "\n")
     lines = ["| dev set | queries | " + " | ".join(f"beta {b:g}" for b in BETAS) + " |",
              "|---|---:|" + "---:|" * len(BETAS)]
     for name, row in table.items():
         lines.append(f"| {name} | {row['queries']} | " + " | ".join(f"{v:.4f}" for v in row["ndcg@10"].values()) + " |")
-    (RESULTS / "rerank-blend-dev.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -210,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "projection for MaxSim (use the folder with `cascade index --late-interaction DIR`)")
     t.add_argument("--late-dim", type=positive, default=None, metavar="N",
                    help="late interaction: projection size when the base has none (default 128)")
+    t.add_argument("--max-positives", type=positive, default=None, metavar="N",
+                   help="judged positives kept per query, best-ranked by the first stage first (all); on densely "
+                        "judged data such as NFCorpus (~40 per query) this trains on the positives reranking sees")
     add_training_options(t)
 
     k = sub.add_parser("distill", help="distil a cross-encoder into a smaller, faster student",

@@ -95,8 +95,9 @@ def test_train_cli_end_to_end(scifact_train_slice, tiny_ce, tmp_path, capsys):
     out = tmp_path / "cli-model"
     assert main(["train", str(scifact_train_slice), "--out", str(out), "--base", str(tiny_ce), "--max-steps", "4",
                  "--eval-every", "2", "--batch-queries", "2", "--negatives", "2", "--max-length", "96", "--loss",
-                 "margin", "--quiet"]) == 0
+                 "margin", "--max-positives", "1", "--quiet"]) == 0
     assert "trained 4 steps" in capsys.readouterr().out
+    assert json.loads((out / "training_args.json").read_text())["max_positives"] == 1
     assert (out / "config.json").is_file() and (out / "checkpoint.pt").is_file()
     assert "cascade train" in (out / "README.md").read_text()
     with pytest.raises(SystemExit):  # argparse rejects an unknown loss with a usage line

@@ -89,8 +89,10 @@ class TrainData:
     sources: list[dict]
 
 
-def prepare(datasets: Sequence[str | Path], config: TrainConfig, progress: bool = True) -> TrainData:
-    """Mine examples from each dataset's train split; dev from its dev split or a seeded 10% hold-out."""
+def prepare(datasets: Sequence[str | Path], config: TrainConfig, progress: bool = True,
+            mine_train: bool = True) -> TrainData:
+    """Mine examples from each dataset's train split (unless `mine_train` is False: dev studies need only dev);
+    dev from its dev split or a seeded 10% hold-out."""
     examples, dev, sources = [], [], []
     for path in map(Path, datasets):
         train = load_split(path, "train")
@@ -107,7 +109,7 @@ def prepare(datasets: Sequence[str | Path], config: TrainConfig, progress: bool 
         cascade = open_cascade(path, None, reranker=None, progress=progress)
         mined = mine(cascade, {q: train.queries[q] for q in train_ids}, train.qrels, config.mine_depth,
                      config.skip_top, config.max_negatives, config.easy_negatives, config.seed,
-                     config.max_positives, progress)
+                     config.max_positives, progress) if mine_train else []
         held = dev_queries(cascade, {q: dev_texts[q] for q in dev_ids}, dev_qrels, config.mine_depth, progress)
         examples += mined
         dev += held
