@@ -45,7 +45,6 @@ class FanOut:
         return self._each("search", query, k)
 
 
-
 class BM25FanOut(FanOut):
     def search(self, query: str, k: int) -> Ranking:
         """The query is analysed once: shards share the collection's term ids."""
