@@ -35,7 +35,8 @@ class RayRunner(Runner):
         ray = require_ray()
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                     runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith("HF_")}})
+                     runtime_env={"env_vars": {k: v for k, v in os.environ.items()
+                                               if k.startswith(("HF_", "CASCADE_"))}})
         self._ray, self.num_cpus = ray, num_cpus
 
     def map(self, fn: Callable, jobs: Sequence[tuple]) -> list:

@@ -1,13 +1,28 @@
 """Shared PyTorch plumbing for every transformer we run: device, precision, batching.
 
-Speed comes from three habits: bf16 autocast where the hardware has it (AMX/AVX512-BF16 on
-CPU, CUDA), sorting inputs by length so each batch pads only to its own longest item, and
-`torch.inference_mode()` so no autograd state is kept.
+Speed comes from three habits: bf16 weights where the hardware has it (AMX/AVX512-BF16 on CPU,
+CUDA), sorting inputs by length so batches pad little, and `torch.inference_mode()` so no autograd
+state is kept. Results must not depend on how work was batched (a passage gets the same vector in
+any batch and on any Ray worker, a pair the same score alone or micro-batched), so what shapes a
+text's computation is decided by the text and the model, never by its batch mates:
+
+- its padded length: its own token count rounded up to PAD_MULTIPLE (`padded_groups`). Padded to a
+  batch mate's length instead, a bf16 embedding moved by up to 1.4e-3 (attention blocks differently);
+- its precision: the model's (`CASCADE_PRECISION`, else the CPU's), cast once at load, not autocast
+  switched on by a batch's size;
+- the kernels: the GEMM library picks them by matrix shape and threads (oneDNN splits the reduction
+  for some row counts: a 1536 -> 384 bf16 linear gives different rows at 64-320 rows than at 32 or
+  384+), so a bf16 call is topped up to MIN_REDUCED_TOKENS rows of tokens (`padded_groups`).
+
+Measured on the 2-core AMX machine by `benchmarks/batch_invariance.py`: bi-encoder vectors identical
+alone, in shuffled batches and on one thread; cross-encoder scores within 2.3e-7 of each other. Other
+CPUs may pick kernels otherwise, so `tolerance` states the bound that rankings are compared within.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -16,6 +31,9 @@ import torch
 from cascade.errors import CascadeError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+PRECISION_ENV = "CASCADE_PRECISION"  # what "auto" means for every model in the process, e.g. fp32 for bit-stable runs
+MIN_REDUCED_TOKENS = 512  # a bf16 model call never runs on fewer padded tokens (see `padded_groups`)
+PAD_MULTIPLE = 32  # padded lengths are multiples of this: few distinct shapes, at most 31 wasted tokens per item
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -40,6 +58,10 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     """The autocast dtype for `precision` on `device`, or None to run in fp32."""
     if precision not in PRECISIONS:
         raise CascadeError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+    if precision == "auto" and os.environ.get(PRECISION_ENV, "auto") != "auto":
+        precision = os.environ[PRECISION_ENV]
+        if precision not in PRECISIONS:
+            raise CascadeError(f"{PRECISION_ENV}={precision!r} is not a precision (choose from {', '.join(PRECISIONS)})")
     if precision == "fp32":
         return None
     if precision == "auto":
@@ -63,27 +85,93 @@ def autocast(device: torch.device, dtype: torch.dtype | None, tokens: int) -> co
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def compute_in(model: torch.nn.Module, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Nothing when `model`'s weights are already in `dtype` (as `load_model` leaves them); else autocast,
+    for fp32 weights being trained. Never depends on the batch: a text's precision is the model's."""
+    device = next(model.parameters()).device
+    if dtype is None or next(model.parameters()).dtype == dtype:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def tolerance(dtype: torch.dtype | None) -> float:
+    """How far batching may move a score of order 1 (a cosine, a logit) at compute dtype `dtype`.
+
+    A few units in the last place of the compute dtype, accumulated over the layers: 2^-6 for bf16
+    (8-bit mantissa), 1e-5 for fp32. Rankings are only meaningful where scores differ by more; the
+    tests compare runs this way.
+    """
+    return 1e-5 if dtype is None or dtype == torch.float32 else 2.0**-6
+
+
+def padded_length(tokens: int, limit: int | None = None) -> int:
+    """An item's padded length: its own, rounded up to PAD_MULTIPLE, never past `limit`."""
+    padded = -(-int(tokens) // PAD_MULTIPLE) * PAD_MULTIPLE
+    return min(padded, limit) if limit else padded
+
+
+def padded_groups(tokenizer, features: dict, batch: Sequence[int], device: torch.device, limit: int | None = None,
+                  dtype: torch.dtype | None = None, top_up: bool = True) -> Iterator[tuple[np.ndarray, dict]]:
+    """(positions in `batch`, padded tensors) per padded length among `batch`'s items, so an item is
+    padded to its own `padded_length` whichever items share its batch (see the module docstring).
+
+    In bf16 a call is topped up to MIN_REDUCED_TOKENS with copies of its first row (callers keep the first
+    `len(positions)` outputs): below that, kernels for few rows round differently (a lone pair's logit
+    moved by 2.8% of its size); the top-up costs 6-15% of a 30-pair rerank (`benchmarks/batch_invariance.py`).
+    fp32 needs none (2e-7). `top_up=False` is for texts always encoded alone (a search's query): the same
+    shape every time, and 4x cheaper (4.5 vs 18 ms a query on the AMX machine).
+    """
+    batch = np.asarray(batch)
+    lengths = np.array([padded_length(len(features["input_ids"][i]), limit) for i in batch])
+    for length in np.unique(lengths)[::-1]:
+        positions = np.flatnonzero(lengths == length)
+        rows = list(batch[positions])
+        if top_up and dtype is not None and dtype != torch.float32:
+            rows += rows[:1] * max(0, -(-MIN_REDUCED_TOKENS // int(length)) - len(rows))
+        padded = tokenizer.pad({k: [features[k][i] for i in rows] for k in features.keys()},
+                               padding="max_length", max_length=int(length), return_tensors="pt")
+        yield positions, padded.to(device)
+
+
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:
-    """Indices grouped into batches of similar length, longest first (fails fast on OOM)."""
+    """Indices grouped into batches of similar length, longest first (fails fast on OOM). A batch never
+    spans two padded lengths, so each is one model call (`padded_groups` would split it)."""
     if batch_size < 1:
         raise CascadeError(f"batch_size must be >= 1, got {batch_size}")
     order = np.argsort(-np.asarray(lengths), kind="stable")
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
+    padded = np.array([padded_length(n) for n in np.asarray(lengths)[order]])
+    for bucket in np.split(order, np.flatnonzero(np.diff(padded)) + 1):
+        for start in range(0, len(bucket), batch_size):
+            yield bucket[start : start + batch_size]
 
 
-def load_model(auto_class: str, path: str, name: str, what: str, device: torch.device):
-    """(tokenizer, model in eval mode on `device`) from a resolved path; one clear error if it fails."""
+def load_model(auto_class: str, path: str, name: str, what: str, device: torch.device,
+               dtype: torch.dtype | None = None):
+    """(tokenizer, model in eval mode on `device`, weights in compute dtype `dtype` or fp32) from a resolved
+    path; one clear error if it fails.
+
+    Weights are cast once here rather than run under autocast, which re-casts every weight on every call
+    (so it only paid above ~100 tokens a batch, and a text's precision then depended on its batch). A
+    sequence-classification head stays fp32, so a logit is not rounded to bf16's 8 bits (ties at 0.03).
+    """
     import transformers
 
     quiet_transformers()
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-        # fp32 master weights even for bf16 checkpoints: autocast picks the compute precision per device
         model = getattr(transformers, auto_class).from_pretrained(path).float().to(device).eval()
     except (OSError, ValueError) as e:
         raise CascadeError(f"could not load {what} {name!r}: {str(e).splitlines()[0]}") from None
+    if dtype is not None:
+        model.to(dtype)
+        for head in (getattr(model.base_model, "pooler", None), getattr(model, "classifier", None)):
+            if head is not None and auto_class == "AutoModelForSequenceClassification":
+                head.float().register_forward_pre_hook(_inputs_to_fp32)
     return tokenizer, model
+
+
+def _inputs_to_fp32(module, args):
+    return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
 
 
 def quiet_transformers() -> None:

@@ -321,7 +321,7 @@ class Cascade:
         deadline = budget.now() + budget_ms / 1000 if budget_ms is not None else None
         bm25 = self.index.bm25.search(query, depth)
         t.append(time.perf_counter())
-        query_vector = self.encoder.encode([query])[0]
+        query_vector = self.encoder.encode_query(query)
         dense = self.index.dense.search(query_vector, depth)
         t.append(time.perf_counter())
         fused = fuse(fusion, (bm25[0][:retrieve], bm25[1][:retrieve]), (dense[0][:retrieve], dense[1][:retrieve]),

@@ -39,6 +39,31 @@ def beir_slice(src: Path, out: Path, split: str, n_queries: int, distractors: in
     return out
 
 
+def assert_within_bound(got, want, dtype) -> None:
+    """Scores of the same items computed in different batchings differ by at most the bound that
+    `cascade.inference.tolerance` states for the precision they ran at (relative to max(1, |score|))."""
+    import numpy as np
+
+    from cascade.inference import tolerance
+
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    bound = tolerance(dtype) * np.maximum(1.0, np.abs(want))
+    assert np.all(np.abs(got - want) <= bound), f"max change {np.abs(got - want).max():.3g} over the bound"
+
+
+def assert_same_order_beyond_bound(ids_a, scores_a, ids_b, scores_b, dtype) -> None:
+    """Two rankings agree on every pair of shared items whose scores are further apart than twice the bound:
+    only near-ties may swap."""
+    from cascade.inference import tolerance
+
+    b = dict(zip(list(ids_b), list(scores_b)))
+    shared = [(i, s) for i, s in zip(list(ids_a), list(scores_a)) if i in b]
+    for x, (i, si) in enumerate(shared):
+        for j, sj in shared[x + 1:]:
+            if abs(si - sj) > 2 * tolerance(dtype) * max(1.0, abs(si), abs(sj)):
+                assert (si > sj) == (b[i] > b[j]), f"{i} and {j} swapped although {si:.4g} vs {sj:.4g}"
+
+
 def make_cross_encoder(out: Path, num_labels: int = 1, seed: int = 0, layers: int = 2) -> Path:
     """A randomly initialised small BERT sequence classifier with MiniLM's real tokenizer."""
     import torch

@@ -12,7 +12,7 @@ from cascade.evaluate.beir import load_split
 from cascade.evaluate.runner import evaluate
 from cascade.index import Index
 from cascade.retrieve import BM25, DenseIndex
-from tests.conftest import beir_slice
+from tests.conftest import assert_same_order_beyond_bound, assert_within_bound, beir_slice
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +111,10 @@ def test_ray_builds_and_searches_like_the_embedded_path(corpus, tmp_path):
             (ba, bs_a), (da, ds_a), (fa, _) = first_stages(a, q)
             (bb, bs_b), (db, ds_b), (fb, _) = first_stages(b, q)
             assert np.array_equal(ba, bb) and np.array_equal(bs_a, bs_b)  # BM25: identical
-            # dense: the workers batch passages differently, so vectors agree to float rounding only
-            np.testing.assert_allclose(ds_a[:10], ds_b[:10], atol=1e-4)
+            # dense: the workers batch passages differently and run one thread each; a passage's vector
+            # may change only within the precision's stated bound, and only near-ties may swap
+            assert_within_bound(ds_b[:10], ds_a[:10], a.encoder.dtype)
+            assert_same_order_beyond_bound(da[:10], ds_a[:10], db, ds_b, a.encoder.dtype)
             same_top10 += np.array_equal(fa[:10], fb[:10])
         assert same_top10 >= 0.95 * len(texts)
         local = [a.search(q, top=5, rerank_depth=0) for q in texts[:20]]

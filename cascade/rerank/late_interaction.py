@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cascade.errors import CascadeError
-from cascade.inference import autocast, autocast_dtype, length_sorted_batches, load_model, pick_device
+from cascade.inference import autocast_dtype, compute_in, length_sorted_batches, load_model, padded_groups, pick_device
 from cascade.models import DEFAULT_ENCODER, resolve
 from cascade.rerank.base import Encoded, Reranker
 from cascade.rerank.budget import CostModel
@@ -38,7 +38,8 @@ class TokenEncoder:
                  doc_max_length: int = 256, query_max_length: int = 64):
         path = Path(resolve(model))
         dev = pick_device(device)
-        tokenizer, encoder = load_model("AutoModel", str(path), model, "token encoder", dev)
+        tokenizer, encoder = load_model("AutoModel", str(path), model, "token encoder", dev,
+                                        autocast_dtype(dev, precision))
         projection = load_projection(path, int(encoder.config.hidden_size))
         self._init(model, tokenizer, encoder, projection, dev, precision, doc_max_length, query_max_length)
 
@@ -74,12 +75,12 @@ class TokenEncoder:
         out: list[np.ndarray] = [np.empty((0, self.dim), np.float32)] * len(texts)
         bar = tqdm(total=len(texts), desc="encoding passage tokens", unit="psg", disable=not progress)
         for batch in length_sorted_batches([len(i) for i in enc["input_ids"]], batch_size):
-            features = self.tokenizer.pad({k: [enc[k][i] for i in batch] for k in enc.keys()},
-                                          return_tensors="pt").to(self.device)
-            with autocast(self.device, self.dtype, features["input_ids"].numel()):
-                vectors = self.token_vectors(features).cpu().numpy()
-            for row, i in enumerate(batch):
-                out[i] = vectors[row, : len(enc["input_ids"][i])].astype(dtype)
+            for positions, features in padded_groups(self.tokenizer, enc, batch, self.device, max_length,
+                                                        self.dtype, top_up=not query):
+                with compute_in(self.model, self.dtype):
+                    vectors = self.token_vectors(features).cpu().numpy()
+                for row, i in enumerate(batch[positions]):
+                    out[i] = vectors[row, : len(enc["input_ids"][i])].astype(dtype)
             bar.update(len(batch))
         bar.close()
         return out
