@@ -1,6 +1,8 @@
 """Atomic file writes: a temp file in the same folder, fsync, then `os.replace`.
 
-A crash mid-write leaves the old file (or no file), never a truncated one.
+A crash mid-write leaves the old file (or no file), never a truncated one. The file gets the mode any
+new file gets (0666 less the umask), not mkstemp's private 0600: an index built by one account must be
+servable by another.
 """
 
 from __future__ import annotations
@@ -10,11 +12,21 @@ import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it; done once, at import
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write(path: str | Path, data: str | bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode("utf-8") if isinstance(data, str) else data)
             fh.flush()

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from cascade import Cascade, CrossEncoder
 from cascade.serve.app import ServeConfig, create_app, truncated_documents
+from cascade.serve.batcher import Batcher
 from tests.conftest import DOCS, assert_within_bound, free_port, write_jsonl
 
 QUERY = "does rate limiting increase latency"
@@ -83,6 +84,49 @@ def test_rerank_refuses_bad_input_naming_the_field(client, payload, status, fiel
     r = client.post("/rerank", json=payload)
     assert r.status_code == status, r.text
     assert r.json()["field"].startswith(field) and words in r.json()["message"]
+
+
+@pytest.mark.parametrize("body, field", [
+    (b'{"query": "tides\\ud800", "documents": ["a"]}', "query"),
+    (b'{"query": "q", "documents": ["a", "\\udfff b"]}', "documents.1"),
+    (b'{"query": "q", "documents": [{"id": "\\ud800", "text": "a"}]}', "documents.0"),
+])
+def test_lone_surrogates_are_refused_by_name(client, body, field):
+    """JSON escapes can carry lone UTF-16 surrogates, which no tokenizer takes: a 422, never a 500."""
+    r = client.post("/rerank", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["field"].startswith(field) and "lone surrogate" in r.json()["message"]
+    r = client.post("/search", content=b'{"query": "\\ud800"}', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["field"] == "query"
+
+
+def test_one_failing_request_does_not_fail_its_batch_mates(tiny_ce):
+    """Requests coalesced into one model call: if the call fails, each is scored alone, so only the bad
+    one gets the error."""
+    class Picky(CrossEncoder):
+        def encode(self, pairs):
+            if any("poison" in d for _, d in pairs):
+                raise ValueError("this document poisons the model")
+            return super().encode(pairs)
+
+    picky = Picky(str(tiny_ce), warm_up=False)
+    batcher = Batcher(picky, window_ms=200)
+    docs = [["tides", "moon"], ["poison"], ["caches", "latency", "load"]]
+
+    async def fire():
+        return await asyncio.gather(*[batcher.score([(QUERY, d) for d in ds]) for ds in docs],
+                                    return_exceptions=True)
+
+    calls = []
+    batcher.on_batch = lambda requests, pairs: calls.append(requests)
+    try:
+        good, bad, other = asyncio.run(fire())
+    finally:
+        batcher.close()
+    assert calls == [3]  # they really shared the failing call
+    assert isinstance(bad, ValueError) and "poisons" in str(bad)
+    assert_within_bound(good, picky.predict([(QUERY, d) for d in docs[0]]), picky.dtype)
+    assert_within_bound(other, picky.predict([(QUERY, d) for d in docs[2]]), picky.dtype)
 
 
 def test_body_level_errors(client):

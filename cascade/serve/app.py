@@ -51,18 +51,28 @@ class ServeConfig:
     tokenizer: str | None = None  # what /context counts its budget in (default: the index encoder's)
 
 
+def _unicode(text: str) -> str:
+    """JSON's \\ud800 escapes decode to lone surrogates, which no tokenizer takes: refuse them by name."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"not valid Unicode: a lone surrogate {text[e.start]!r} at character {e.start}") from None
+    return text
+
+
 def _non_empty(query: str) -> str:
     if not query.strip():
         raise ValueError("query is empty")
     return query
 
 
-Query = Annotated[str, AfterValidator(_non_empty)]  # one rule for every route that takes a query
+Text = Annotated[str, AfterValidator(_unicode)]  # every string a client sends
+Query = Annotated[str, AfterValidator(_unicode), AfterValidator(_non_empty)]  # every route that takes a query
 
 
 class Document(BaseModel):
-    id: str | None = None
-    text: str
+    id: Text | None = None
+    text: Text
 
 
 class RerankRequest(BaseModel):
@@ -70,7 +80,7 @@ class RerankRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     query: Query
-    documents: list[str | Document] = Field(min_length=1)
+    documents: list[Text | Document] = Field(min_length=1)
     top_n: int | None = None
     return_documents: bool = False
 

@@ -75,20 +75,24 @@ class Batcher:
                 return
             jobs, stop = self._collect(first)
             pairs = [p for job in jobs for p in job.pairs]
-            try:
-                with self.model_lock:
-                    scores = self.reranker.predict(pairs, batch_size=self.batch_size)
-                error = None
-            except Exception as e:  # handed to the waiting requests, which answer 500 with the message
-                scores, error = None, e
+            results = self._score(pairs, [len(job.pairs) for job in jobs])
+            if len(jobs) > 1 and isinstance(results[0], Exception):
+                # one request's bad input must not fail the requests it was batched with: score each alone
+                results = [self._score(job.pairs, [len(job.pairs)])[0] for job in jobs]
             if self.on_batch:
                 self.on_batch(len(jobs), len(pairs))
-            start = 0
-            for job in jobs:
-                n = len(job.pairs)
-                result = scores[start:start + n] if error is None else error
-                start += n
+            for job, result in zip(jobs, results):
                 job.loop.call_soon_threadsafe(_resolve, job.future, result)
+
+    def _score(self, pairs: Sequence[tuple[str, str]], sizes: list[int]) -> list:
+        """Scores split into `sizes` parts, or the exception once per part (answered as a 500 with its message)."""
+        try:
+            with self.model_lock:
+                scores = self.reranker.predict(pairs, batch_size=self.batch_size)
+        except Exception as e:
+            return [e] * len(sizes)
+        bounds = np.cumsum([0] + sizes)
+        return [scores[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _resolve(future: asyncio.Future, result) -> None:
