@@ -189,6 +189,32 @@ def test_search_without_an_index_is_404(ce):
         assert c.get("/health").json()["index"] is None
 
 
+def test_health_answers_while_searches_wait_for_the_model(ce, small_index):
+    """A liveness probe must not queue behind searches: hold the model and fill the worker pool first."""
+    app = create_app(ce, Cascade.load(small_index, reranker=ce), ServeConfig(index=small_index))
+    lock = app.state.batcher.model_lock
+
+    async def probe():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=120) as c:
+            lock.acquire()
+            try:
+                searches = [asyncio.create_task(c.post("/search", json={"query": QUERY, "budget_ms": None}))
+                            for _ in range(48)]  # more than the shared pool's 40 threads
+                await asyncio.sleep(1.0)
+                health = await asyncio.wait_for(c.get("/health"), timeout=30)
+            finally:
+                lock.release()
+            return health, await asyncio.gather(*searches)
+
+    try:
+        health, searches = asyncio.run(probe())
+    finally:
+        app.state.batcher.close()
+    assert health.status_code == 200 and health.json()["cache"]["reachable"] is True
+    assert {r.status_code for r in searches} == {200}
+
+
 def test_health_metrics_and_docs(client):
     client.post("/rerank", json={"query": "q", "documents": ["a", "b"]})
     before = client.get("/metrics").text
