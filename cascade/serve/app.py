@@ -102,6 +102,10 @@ class ContextRequest(SearchRequest):
     max_tokens: int = Field(2000, ge=1, le=1_000_000)
 
 
+UNION_MISMATCHES = ("string_type", "model_type", "model_attributes_type")  # "this union branch does not fit"
+UNION_BRANCHES = ("str", "Document")  # branch names pydantic puts in an error's location
+
+
 def error(status: int, message: str, field: str | None = None) -> JSONResponse:
     return JSONResponse({"message": message, **({"field": field} if field else {})}, status_code=status)
 
@@ -154,8 +158,10 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"] if p != "body")
+        errors = exc.errors()
+        # a document is a string or an object: report what was wrong inside the branch that fits, not "not a string"
+        first = next((e for e in errors if e["type"] not in UNION_MISMATCHES), errors[0])
+        field = ".".join(str(p) for p in first["loc"] if p != "body" and p not in UNION_BRANCHES and "[" not in str(p))
         message = str(first["msg"]).removeprefix("Value error, ")
         return error(422, f"{field}: {message}" if field else message, field or None)
 
