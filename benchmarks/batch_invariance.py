@@ -71,7 +71,7 @@ def measure(texts: list[str], queries: list[str], per_query: int) -> tuple[str, 
     encoder = Encoder()
     precision = "fp32" if encoder.dtype is None else str(encoder.dtype).removeprefix("torch.")
     tol = tolerance(encoder.dtype)
-    qv = encoder.encode(queries)
+    qv = np.stack([encoder.encode_query(q) for q in queries])  # as search encodes them: alone, fp32
     rng = np.random.default_rng(0)
     shuffled = rng.permutation(len(texts))
     ref = encoder.encode(texts, batch_size=16)
@@ -84,6 +84,7 @@ def measure(texts: list[str], queries: list[str], per_query: int) -> tuple[str, 
     rows = [row("bi-encoder", name, (qv @ ref.T).ravel(), (qv @ v.T).ravel(), groups, tol)
             for name, v in variants.items()]
 
+    query_ms = query_cost(encoder, queries)
     ce = CrossEncoder("cascade-reranker")
     pairs = [(q, texts[(i * per_query + j) % len(texts)]) for i, q in enumerate(queries) for j in range(per_query)]
     cost = top_up_cost(ce, pairs)
@@ -96,7 +97,31 @@ def measure(texts: list[str], queries: list[str], per_query: int) -> tuple[str, 
         "one thread": one_thread(lambda: ce.predict(pairs, batch_size=8)),
     }
     rows += [row("cross-encoder", name, ref, v, groups, tol) for name, v in variants.items()]
-    return precision, rows, cost
+    return precision, rows, {**cost, **query_ms}
+
+
+def query_cost(encoder, queries: list[str]) -> dict:
+    """ms per query encoded alone: fp32 (what search does), and at the model's precision with and without the
+    top-up (the choice `Encoder.encode_query` makes)."""
+    import time
+
+    from cascade import inference
+
+    def ms(fn) -> float:
+        fn(queries[0])
+        start = time.perf_counter()
+        for q in queries:
+            fn(q)
+        return (time.perf_counter() - start) * 1000 / len(queries)
+
+    out = {"query_fp32_ms": ms(encoder.encode_query), "query_topped_up_ms": ms(lambda q: encoder.encode([q]))}
+    saved = inference.MIN_REDUCED_TOKENS
+    try:
+        inference.MIN_REDUCED_TOKENS = 0
+        out["query_alone_ms"] = ms(lambda q: encoder.encode([q]))
+    finally:
+        inference.MIN_REDUCED_TOKENS = saved
+    return out
 
 
 def top_up_cost(ce, pairs: list[tuple[str, str]], depth: int = 30, rounds: int = 3) -> dict:
@@ -167,6 +192,10 @@ def main() -> None:
     lines.append("")
     for precision, r in results.items():
         cost = r["cost"]
+        if precision != "fp32":
+            lines.append(f"A query encoded alone: {cost['query_fp32_ms']:.1f} ms in fp32 (what search does), "
+                         f"{cost['query_topped_up_ms']:.1f} ms in {precision} topped up, "
+                         f"{cost['query_alone_ms']:.1f} ms in {precision} without the top-up.")
         lines.append(f"Cross-encoder, 30 pairs in batches of 8, {precision}: {cost['with_top_up_ms']:.0f} ms"
                      + (" (fp32 calls are never topped up)." if precision == "fp32" else
                         f" with every call topped up to {MIN_TOKENS} tokens, {cost['without_top_up_ms']:.0f} ms "

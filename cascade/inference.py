@@ -8,8 +8,8 @@ text's computation is decided by the text and the model, never by its batch mate
 
 - its padded length: its own token count rounded up to PAD_MULTIPLE (`padded_groups`). Padded to a
   batch mate's length instead, a bf16 embedding moved by up to 1.4e-3 (attention blocks differently);
-- its precision: the model's (`CASCADE_PRECISION`, else the CPU's), cast once at load, not autocast
-  switched on by a batch's size;
+- its precision: the model's (`CASCADE_PRECISION`, else the CPU's) for passages and pairs, fp32 for a
+  search's query (one short text), never switched by a batch's size as autocast over ~100 tokens was;
 - the kernels: the GEMM library picks them by matrix shape and threads (oneDNN splits the reduction
   for some row counts: a 1536 -> 384 bf16 linear gives different rows at 64-320 rows than at 32 or
   384+), so a bf16 call is topped up to MIN_REDUCED_TOKENS rows of tokens (`padded_groups`).
@@ -111,22 +111,21 @@ def padded_length(tokens: int, limit: int | None = None) -> int:
 
 
 def padded_groups(tokenizer, features: dict, batch: Sequence[int], device: torch.device, limit: int | None = None,
-                  dtype: torch.dtype | None = None, top_up: bool = True) -> Iterator[tuple[np.ndarray, dict]]:
+                  dtype: torch.dtype | None = None) -> Iterator[tuple[np.ndarray, dict]]:
     """(positions in `batch`, padded tensors) per padded length among `batch`'s items, so an item is
     padded to its own `padded_length` whichever items share its batch (see the module docstring).
 
     In bf16 a call is topped up to MIN_REDUCED_TOKENS with copies of its first row (callers keep the first
     `len(positions)` outputs): below that, kernels for few rows round differently (a lone pair's logit
     moved by 2.8% of its size); the top-up costs 6-15% of a 30-pair rerank (`benchmarks/batch_invariance.py`).
-    fp32 needs none (2e-7). `top_up=False` is for texts always encoded alone (a search's query): the same
-    shape every time, and 4x cheaper (4.5 vs 18 ms a query on the AMX machine).
+    fp32 needs none (2e-7), which is why queries, one short text each, are encoded in fp32.
     """
     batch = np.asarray(batch)
     lengths = np.array([padded_length(len(features["input_ids"][i]), limit) for i in batch])
     for length in np.unique(lengths)[::-1]:
         positions = np.flatnonzero(lengths == length)
         rows = list(batch[positions])
-        if top_up and dtype is not None and dtype != torch.float32:
+        if dtype is not None and dtype != torch.float32:
             rows += rows[:1] * max(0, -(-MIN_REDUCED_TOKENS // int(length)) - len(rows))
         padded = tokenizer.pad({k: [features[k][i] for i in rows] for k in features.keys()},
                                padding="max_length", max_length=int(length), return_tensors="pt")

@@ -38,8 +38,7 @@ class TokenEncoder:
                  doc_max_length: int = 256, query_max_length: int = 64):
         path = Path(resolve(model))
         dev = pick_device(device)
-        tokenizer, encoder = load_model("AutoModel", str(path), model, "token encoder", dev,
-                                        autocast_dtype(dev, precision))
+        tokenizer, encoder = load_model("AutoModel", str(path), model, "token encoder", dev)  # as the bi-encoder
         projection = load_projection(path, int(encoder.config.hidden_size))
         self._init(model, tokenizer, encoder, projection, dev, precision, doc_max_length, query_max_length)
 
@@ -71,13 +70,13 @@ class TokenEncoder:
                dtype: type = np.float32) -> list[np.ndarray]:
         """One [tokens, dim] array per text, in input order (float16 halves an index build's memory)."""
         max_length = self.query_max_length if query else self.doc_max_length
+        compute = None if query else self.dtype  # queries in fp32, as the bi-encoder's
         enc = self.tokenizer(list(texts), truncation=True, max_length=max_length)
         out: list[np.ndarray] = [np.empty((0, self.dim), np.float32)] * len(texts)
         bar = tqdm(total=len(texts), desc="encoding passage tokens", unit="psg", disable=not progress)
         for batch in length_sorted_batches([len(i) for i in enc["input_ids"]], batch_size):
-            for positions, features in padded_groups(self.tokenizer, enc, batch, self.device, max_length,
-                                                        self.dtype, top_up=not query):
-                with compute_in(self.model, self.dtype):
+            for positions, features in padded_groups(self.tokenizer, enc, batch, self.device, max_length, compute):
+                with compute_in(self.model, compute):
                     vectors = self.token_vectors(features).cpu().numpy()
                 for row, i in enumerate(batch[positions]):
                     out[i] = vectors[row, : len(enc["input_ids"][i])].astype(dtype)

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cascade.inference import autocast_dtype, length_sorted_batches, load_model, padded_groups, pick_device
+from cascade.inference import (autocast_dtype, compute_in, length_sorted_batches, load_model, padded_groups,
+                               pick_device)
 from cascade.errors import CascadeError
 from cascade.models import DEFAULT_ENCODER, resolve
 from cascade.retrieve.topk import top_k
@@ -32,7 +33,8 @@ class Encoder:
         self.path = resolve(model)
         self.device = pick_device(device)
         self.dtype = autocast_dtype(self.device, precision)
-        self.tokenizer, self.model = load_model("AutoModel", self.path, model, "encoder", self.device, self.dtype)
+        # fp32 weights: passages run under bf16 autocast (where the CPU has it), queries in fp32
+        self.tokenizer, self.model = load_model("AutoModel", self.path, model, "encoder", self.device)
         self.pooling = self._read_st_file("1_Pooling/config.json").get("pooling_mode_cls_token") and "cls" or "mean"
         st_max = self._read_st_file("sentence_bert_config.json").get("max_seq_length")
         self.max_length = max_length or st_max or min(512, self.model.config.max_position_embeddings)
@@ -43,14 +45,17 @@ class Encoder:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
     def encode_query(self, query: str) -> np.ndarray:
-        """One query's unit-norm vector. Every search encodes its query alone, so it needs no top-up to
-        match a batched encoding (see `cascade.inference.padded_groups`): 18 -> 4.5 ms on the AMX machine."""
-        return self.encode([query], top_up=False)[0]
+        """One query's unit-norm vector, in fp32: a query is one short text, where bf16 kernels do not pay
+        (a lone 32-token call ran far slower in bf16 than fp32 on the AMX machine), and search always
+        encodes it alone, so its vector is the same on every path."""
+        return self.encode([query], query=True)[0]
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], batch_size: int = 16, progress: bool = False,
-               top_up: bool = True) -> np.ndarray:
-        """Unit-norm float32 embeddings, one row per text, in input order, the same whatever the batching."""
+               query: bool = False) -> np.ndarray:
+        """Unit-norm float32 embeddings, one row per text, in input order, the same whatever the batching
+        (`cascade.inference`). Passages run at the model's precision; `query=True` runs fp32."""
+        dtype = None if query else self.dtype
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
@@ -59,8 +64,9 @@ class Encoder:
         bar = tqdm(total=len(texts), desc="encoding passages", unit="psg", disable=not progress)
         for batch in length_sorted_batches([len(i) for i in ids], batch_size):
             for positions, features in padded_groups(self.tokenizer, enc, batch, self.device, self.max_length,
-                                                        self.dtype, top_up):
-                hidden = self.model(**features).last_hidden_state[: len(positions)].float()
+                                                        dtype):
+                with compute_in(self.model, dtype):
+                    hidden = self.model(**features).last_hidden_state[: len(positions)].float()
                 if self.pooling == "cls":
                     pooled = hidden[:, 0]
                 else:
