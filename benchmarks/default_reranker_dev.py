@@ -38,7 +38,9 @@ def main() -> None:
     from cascade.evaluate.metrics import mean, per_query
     from cascade.evaluate.runner import RUN_DEPTH, doc_run, final_ranking, open_cascade
     from cascade.models import BUNDLED_RERANKERS
-    from cascade.pipeline import DEFAULT_BUDGET_MS
+    from cascade.settings import SearchSettings
+
+    DEFAULT_BUDGET_MS = SearchSettings().budget_ms
     from cascade.rerank import CrossEncoder
 
     rows = []

@@ -62,7 +62,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from cascade import Cascade
-    from cascade.pipeline import DEFAULT_BUDGET_MS
+    from cascade.settings import SearchSettings
+
+    DEFAULT_BUDGET_MS = SearchSettings().budget_ms
 
     with tempfile.TemporaryDirectory(prefix="cascade-bench-") as tmp:
         index_dir = Path(tmp) / "index"

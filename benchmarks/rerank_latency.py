@@ -140,7 +140,9 @@ def main() -> None:
     from cascade.evaluate.beir import load_split
     from cascade.evaluate.runner import open_cascade
     from cascade.models import resolve
-    from cascade.pipeline import DEFAULT_BUDGET_MS
+    from cascade.settings import SearchSettings
+
+    DEFAULT_BUDGET_MS = SearchSettings().budget_ms
     from cascade.rerank.cache import MemoryCache, RedisCache
 
     split = load_split(args.data, "test")

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
 from typing import Sequence
 
+from cascade._version import __version__
 from cascade.errors import CascadeError
-from cascade.evaluate.runner import STAGES as EVAL_STAGES
+from cascade.evaluate.runner import CHAIN_DEPTHS, STAGES as EVAL_STAGES
 from cascade.models import DEFAULT_ENCODER
-from cascade.pipeline import DEFAULT_BUDGET_MS
+from cascade.pipeline import CONTEXT_TOP
 from cascade.retrieve.dense import ANN_KINDS
-from cascade.rerank.blend import DEFAULT_BLEND
 from cascade.rerank.cache import DEFAULT_TTL_S
+from cascade.settings import NAMES, UNBUDGETED, SearchSettings, SettingError
 
 EXAMPLES = """\
 examples:
@@ -56,12 +58,8 @@ def non_negative(text: str) -> int:
 
 
 def budget(text: str) -> float | None:
-    if text.lower() in ("none", "off"):
-        return None
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 ms or 'none', got {text}")
-    return value
+    """Milliseconds, or none/off for no limit (its bounds are `SearchSettings`')."""
+    return None if text.lower() in ("none", "off") else float(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cascade", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
         description="Recall first, precision second: hybrid retrieval (BM25 + dense) gathers candidates, "
                     "a cross-encoder reranks the top few, the best hits come back with per-stage timings.")
-    parser.add_argument("--version", action="version", version=f"cascade {_version()}")
+    parser.add_argument("--version", action="version", version=f"cascade {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("index", help="build or update an index from documents",
@@ -111,7 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Hybrid retrieve K candidates, rerank the top D with a cross-encoder, print the "
                                    "top N with each stage's score and rank and each stage's time.")
     add_query_options(s)
-    s.add_argument("--top", type=positive, default=8, metavar="N", help="hits to return (default 8)")
 
     c = sub.add_parser("context", help="search, then pack the best passages into a numbered context for an LLM",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -121,8 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "fit is cut at a token boundary). Prints the context, then the sources.",
                        epilog="example:\n  cascade context ./idx \"why does p99 rise under load?\" --max-tokens 1500 "
                               "--tokenizer ./my-llm-tokenizer")
-    add_query_options(c)
-    c.add_argument("--top", type=positive, default=20, metavar="N", help="search hits to pack from (default 20)")
+    add_query_options(c, top=CONTEXT_TOP)
     c.add_argument("--max-tokens", type=positive, default=2000, metavar="T", help="token budget (default 2000)")
     c.add_argument("--tokenizer", default=None, metavar="NAME",
                    help="Hugging Face tokenizer that counts the budget: your LLM's, as a local dir or hub id "
@@ -143,13 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example:\n  cascade eval ../shared/data/beir/scifact --split test --json scifact.json "
                               "--report scifact.md --run-dir runs/")
     add_dataset_options(e, default_split="test")
-    add_blend_option(e)
+    add_setting_flags(e, ("rerank_depth", "late_depth", "llm_depth", "blend", "batch_size"), **CHAIN_DEPTHS)
+    add_llm_options(e)
     e.add_argument("--stages", default=",".join(EVAL_STAGES),
                    help=f"comma-separated stages (default {','.join(EVAL_STAGES)}; hybrid+rerank is skipped with a "
                         "note when no reranker is available): bm25, dense, hybrid, or a chain hybrid+late, "
                         "hybrid+late+rerank, hybrid+rerank+llm, ... (late, rerank, llm in that order)")
-    e.add_argument("--rerank-depth", type=non_negative, default=30, metavar="D", help="reranked candidates (30)")
-    add_stage_options(e, late_depth=60, llm_depth=10)
     e.add_argument("--json", dest="json_out", default=None, metavar="FILE", help="write the numbers as JSON")
     e.add_argument("--run-dir", default=None, metavar="DIR", help="write one TREC run file per stage")
     e.add_argument("--report", default=None, metavar="FILE", help="write a .md or .html report with a plot")
@@ -159,10 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "latency, and suggest the smallest depth within 0.005 nDCG@10 of the best. "
                                    "Tune on a train/dev split, not test.")
     add_dataset_options(w, default_split="dev")
-    add_blend_option(w)
+    add_setting_flags(w, ("late_depth", "blend", "batch_size"))
     w.add_argument("--depths", default="10,20,30,50,100,150", help="comma-separated depths (default 10,...,150)")
-    w.add_argument("--late-depth", type=non_negative, default=0, metavar="L",
-                   help="sweep the cross-encoder over the head of a late-interaction stage of depth L (0: none)")
     w.add_argument("--latency-queries", type=positive, default=20, help="queries timed at every depth (20)")
     w.add_argument("--out", default=None, metavar="DIR",
                    help="where sweep.md, sweep.json and sweep.png go (default: ./sweep-DATASET-SPLIT)")
@@ -272,8 +265,7 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
 def add_dataset_options(p: argparse.ArgumentParser, default_split: str) -> None:
     p.add_argument("data", help="BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/SPLIT.tsv")
     p.add_argument("--split", default=default_split, help=f"qrels split to use (default {default_split})")
-    p.add_argument("--retrieve", type=positive, default=150, metavar="K", help="first-stage candidates (150)")
-    p.add_argument("--fusion", choices=("rrf", "weighted"), default="rrf", help="first-stage fusion (rrf)")
+    add_setting_flags(p, ("retrieve", "fusion", "alpha"))
     p.add_argument("--queries", type=positive, default=None, metavar="N", help="only the first N judged queries")
     p.add_argument("--index", default=None, metavar="DIR",
                    help="index to build or refresh for the corpus (default: a cache folder per dataset)")
@@ -283,42 +275,57 @@ def add_dataset_options(p: argparse.ArgumentParser, default_split: str) -> None:
     add_search_options(p)
 
 
-def add_query_options(s: argparse.ArgumentParser) -> None:
-    """What `search` and `context` share: the index, the query and every stage's settings."""
+def flag(name: str) -> str:
+    """A setting's command-line flag: `rerank_depth` -> `--rerank-depth`."""
+    return "--" + name.replace("_", "-")
+
+
+def add_setting_flags(p: argparse.ArgumentParser, names: Sequence[str] = NAMES, **defaults) -> None:
+    """One flag per search setting in `names`, with `SearchSettings`' default (or `defaults`), help and
+    choices; its bounds are checked when the settings are built (`settings_from`), in one place."""
+    for f in dataclasses.fields(SearchSettings):
+        if f.name not in names:
+            continue
+        meta, default = f.metadata, defaults.get(f.name, f.default)
+        shown = "none" if default is None else f"{default:g}" if isinstance(default, float) else default
+        kwargs = {"choices": meta["choices"]} if meta["choices"] else {
+            "metavar": meta["metavar"], "type": budget if f.name == "budget_ms" else type(f.default)}
+        p.add_argument(flag(f.name), dest=f.name, default=default, help=f"{meta['help']} (default {shown})", **kwargs)
+
+
+def settings_from(args: argparse.Namespace, base: SearchSettings | None = None, stages: str | None = None,
+                  **changes) -> SearchSettings:
+    """The search settings the flags ask for, over `base`; `stages` (`--stages hybrid:150,rerank:20`) sets
+    every depth at once. A bad setting is one line naming its flag."""
+    values = {name: getattr(args, name) for name in NAMES if hasattr(args, name)} | changes
+    try:
+        if stages:
+            depths = {"retrieve", "late_depth", "rerank_depth", "llm_depth"}
+            return SearchSettings.from_stages(stages, **{k: v for k, v in values.items() if k not in depths})
+        return (base or SearchSettings()).replace(**values)
+    except SettingError as e:
+        raise CascadeError(e.render(flag)) from None
+
+
+def add_query_options(s: argparse.ArgumentParser, **defaults) -> None:
+    """What `search` and `context` share: the index, the query and every setting of the search."""
     s.add_argument("index", help="index directory written by `cascade index`")
     s.add_argument("query", help="the question or keywords")
     add_search_options(s)
-    add_blend_option(s)
-    s.add_argument("--retrieve", type=positive, default=150, metavar="K", help="first-stage candidates (default 150)")
-    s.add_argument("--rerank-depth", type=non_negative, default=30, metavar="D",
-                   help="candidates the cross-encoder rescores; 0 = first stage only (default 30)")
-    s.add_argument("--fusion", choices=("rrf", "weighted"), default="rrf",
-                   help="rrf: reciprocal rank fusion (default); weighted: min-max normalised score sum")
-    s.add_argument("--alpha", type=float, default=0.5, help="dense weight for --fusion weighted (default 0.5)")
-    s.add_argument("--budget-ms", type=budget, default=DEFAULT_BUDGET_MS, metavar="MS",
-                   help="latency budget for the whole search (default %(default)g). Reranking takes the largest "
-                        "depth its running cost estimate says fits, stops before a batch that would overrun, and "
-                        "marks the result degraded; 'none' = no limit")
+    add_setting_flags(s, **defaults)
     s.add_argument("--cache", default="memory", metavar="SPEC",
                    help="reranker score cache: memory (in-process LRU, default), none, or redis://host:port/db to "
                         "share scores across processes and restarts (pip install 'cascade-retrieval[redis]')")
     s.add_argument("--cache-ttl", type=positive, default=DEFAULT_TTL_S, metavar="S",
                    help="seconds a score lives in Redis (default one week)")
-    add_stage_options(s)
+    add_llm_options(s)
     s.add_argument("--stages", default=None, metavar="SPEC",
                    help="all depths at once, e.g. hybrid:150,late:60,rerank:20,llm:10 (a stage left out does not "
                         "run); overrides --retrieve, --late-depth, --rerank-depth and --llm-depth")
     s.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
-def add_stage_options(p: argparse.ArgumentParser, late_depth: int = 0, llm_depth: int = 0) -> None:
-    p.add_argument("--late-depth", type=non_negative, default=late_depth, metavar="L",
-                   help="late interaction (MaxSim over stored token vectors) reorders the top L fused candidates "
-                        f"before the cross-encoder takes its top D; needs an index built with --late-interaction "
-                        f"({late_depth})")
-    p.add_argument("--llm-depth", type=non_negative, default=llm_depth, metavar="M",
-                   help=f"an LLM reorders the final top M, listwise (RankGPT); needs --llm-url and --llm-model "
-                        f"({llm_depth})")
+def add_llm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llm-url", default=None, metavar="URL",
                    help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM, llama.cpp, OpenAI)")
     p.add_argument("--llm-model", default=None, metavar="NAME", help="model name the endpoint serves")
@@ -342,45 +349,12 @@ def llm_reranker(args: argparse.Namespace):
                        timeout_s=args.llm_timeout, api_key_env=args.llm_key_env)
 
 
-def stage_depths(args: argparse.Namespace) -> dict[str, int]:
-    """search() depths from --stages, or from the individual flags."""
-    from cascade.pipeline import parse_stages
-
-    if args.stages:
-        return {"retrieve": 150, **parse_stages(args.stages)}
-    return {"retrieve": args.retrieve, "late_depth": args.late_depth, "rerank_depth": args.rerank_depth,
-            "llm_depth": args.llm_depth}
-
-
-def add_blend_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--blend", type=blend_weight, default=DEFAULT_BLEND, metavar="B",
-                   help="order the reranked head by 1/(60 + reranker rank) + B/(60 + first-stage rank) (default "
-                        "%(default)g, chosen on dev: it keeps an out-of-domain reranker from undoing recall); "
-                        "0 = the reranker's raw order and scores")
-
-
-def blend_weight(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
 def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reranker", default=None, metavar="MODEL",
                    help="cross-encoder dir or hub id (default: the bundled cascade-reranker; without it, "
                         "cross-encoder/ms-marco-MiniLM-L-6-v2 from the local HF cache)")
     p.add_argument("--no-rerank", action="store_true", help="first stage only")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("cascade-retrieval")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def reranker_spec(args: argparse.Namespace) -> str | None:
@@ -391,7 +365,7 @@ def reranker_spec(args: argparse.Namespace) -> str | None:
 
 def cmd_index(args: argparse.Namespace) -> None:
     from cascade import Cascade
-    from cascade.distributed import RayRunner
+    from cascade.runners import RayRunner
     from cascade.documents import iter_documents
 
     if args.late_interaction and args.no_late_interaction:
@@ -418,8 +392,8 @@ def cmd_index(args: argparse.Namespace) -> None:
 def cmd_search(args: argparse.Namespace) -> None:
     from cascade.cli_format import format_result
 
-    engine, search = open_for_query(args)
-    result = engine.search(args.query, top=args.top, **search)
+    engine, settings = open_for_query(args)
+    result = engine.search(args.query, settings)
     if args.json:
         out = result.to_dict()
         for hit in out["hits"]:
@@ -430,29 +404,26 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def open_for_query(args: argparse.Namespace):
-    """(engine, search keywords) for `search` and `context`, failing on bad flags before models load."""
+    """(engine, search settings) for `search` and `context`, failing on bad flags before models load."""
     from cascade import Cascade
     from cascade.pipeline import check_query
     from cascade.rerank.cache import open_cache
 
     check_query(args.query)
-    depths = stage_depths(args)
-    if args.no_rerank:
-        depths["rerank_depth"] = 0
-    if depths["retrieve"] < depths["rerank_depth"]:
-        raise CascadeError(f"--retrieve ({depths['retrieve']}) must be >= --rerank-depth ({depths['rerank_depth']})")
+    settings = settings_from(args, stages=args.stages, **({"rerank_depth": 0} if args.no_rerank else {}))
+    if args.no_rerank:  # --stages sets the depths itself
+        settings = settings.replace(rerank_depth=0)
     llm = llm_reranker(args)
     cache = open_cache(args.cache, ttl_s=args.cache_ttl)  # a bad spec fails before models load
     spec = reranker_spec(args)  # also refuses --no-rerank with --reranker
-    reranker = spec if depths["rerank_depth"] else None  # no model to load for a stage that does not run
+    reranker = spec if settings.rerank_depth else None  # no model to load for a stage that does not run
     engine = Cascade.load(args.index, reranker=reranker, device=args.device, cache=cache, llm=llm)
-    return engine, {"fusion": args.fusion, "alpha": args.alpha, "budget_ms": args.budget_ms, "blend": args.blend,
-                    **depths}
+    return engine, settings
 
 
 def cmd_context(args: argparse.Namespace) -> None:
-    engine, search = open_for_query(args)
-    context = engine.context(args.query, max_tokens=args.max_tokens, tokenizer=args.tokenizer, top=args.top, **search)
+    engine, settings = open_for_query(args)
+    context = engine.context(args.query, max_tokens=args.max_tokens, tokenizer=args.tokenizer, settings=settings)
     if args.json:
         print(json.dumps(context.to_dict(), ensure_ascii=False))
         return
@@ -500,9 +471,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
         if explicit:
             raise CascadeError(f"--no-rerank contradicts --stages {','.join(reranked)}")
         stages = [s for s in stages if s not in reranked]
-    if args.retrieve < args.rerank_depth:
-        raise CascadeError(f"--retrieve ({args.retrieve}) must be >= --rerank-depth ({args.rerank_depth})")
     uses = {link for s in stages for link in chain(s) or ()}
+    # a chain's late/llm depth only where a chain has that stage; no budget: evaluation numbers are exact
+    settings = settings_from(args, UNBUDGETED, **{f"{s}_depth": 0 for s in ("late", "llm") if s not in uses})
     llm = llm_reranker(args)
     if "llm" in uses and llm is None:
         raise CascadeError("an llm stage needs --llm-url and --llm-model")
@@ -512,13 +483,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if reranked and cascade.reranker is None and not explicit:
         print(f"note: skipping hybrid+rerank: rerank unavailable ({cascade.rerank_unavailable})")
         stages = [s for s in stages if s not in reranked]
-    result = evaluate(cascade, split, stages, retrieve=args.retrieve, rerank_depth=args.rerank_depth,
-                      fusion=args.fusion, limit=args.queries, progress=not args.quiet, blend=args.blend,
-                      late_depth=args.late_depth, llm_depth=args.llm_depth)
+    result = evaluate(cascade, split, stages, settings, limit=args.queries, progress=not args.quiet)
     notes = diagnose(result, {q: split.qrels[q] for q in list(split.queries)[: result.queries]})
     table = stage_table(result)
     title = f"{result.dataset} / {result.split}: {result.queries} queries"
-    print(f"{title} (retrieve {args.retrieve}, rerank depth {args.rerank_depth}, reranker "
+    print(f"{title} (retrieve {settings.retrieve}, rerank depth {settings.rerank_depth}, reranker "
           f"{result.settings['reranker'] or 'none'})\n")
     print(table)
     recall = result.settings.get("ann_recall@200")
@@ -544,14 +513,14 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from cascade.evaluate.sweep import parse_depths, sweep
 
     depths = parse_depths(args.depths)
-    if depths[-1] > args.retrieve:
-        raise CascadeError(f"depth {depths[-1]} exceeds --retrieve {args.retrieve}")
+    settings = settings_from(args, UNBUDGETED, rerank_depth=0)  # the rerank depths are what is swept
+    if depths[-1] > settings.retrieve:
+        raise CascadeError(f"depth {depths[-1]} exceeds --retrieve {settings.retrieve}")
     if args.no_rerank:
         raise CascadeError("a rerank depth sweep needs a reranker; drop --no-rerank")
-    split, cascade = open_dataset(args, reranker_spec(args), late_interaction=True if args.late_depth else None)
-    result = sweep(cascade, split, depths, retrieve=args.retrieve, fusion=args.fusion, limit=args.queries,
-                   blend=args.blend, late_depth=args.late_depth,
-                   latency_queries=args.latency_queries, progress=not args.quiet)
+    split, cascade = open_dataset(args, reranker_spec(args), late_interaction=True if settings.late_depth else None)
+    result = sweep(cascade, split, depths, settings, limit=args.queries, latency_queries=args.latency_queries,
+                   progress=not args.quiet)
     out = Path(args.out or f"sweep-{result.dataset}-{result.split}")
     table = sweep_table(result)
     advice = (f"Suggested rerank depth: {result.suggested} (smallest within {result.settings['tolerance']} nDCG@10 "

@@ -1,88 +1,34 @@
-"""Where shard work runs: in this process (`LocalRunner`) or on a Ray cluster (`RayRunner`).
+"""Batch search over a runner (cascade/runners.py): many queries, one task per batch, workers keep the engine.
 
-Index building is a map over shards (count terms + encode, then score BM25 + build the ANN), and
-batch search is a map over queries; both take a runner. Ray is an existing engine that runs the same
-code on a laptop (`ray.init()` starts a local cluster) and on many nodes (`address="auto"` or
-`ray://head:10001`); its workers must see the index directory at the same path (a shared filesystem).
+Apart from the runners themselves because it needs the engine, and the index (which the engine loads)
+needs the runners: one file for both made an import cycle.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from cascade.errors import CascadeError
-
-
-class Runner:
-    in_process = True  # jobs may receive live objects (a loaded encoder) instead of names
-
-    def map(self, fn: Callable, jobs: Sequence[tuple]) -> list:
-        raise NotImplementedError
-
-
-class LocalRunner(Runner):
-    def map(self, fn: Callable, jobs: Sequence[tuple]) -> list:
-        return [fn(*job) for job in jobs]
-
-
-class RayRunner(Runner):
-    """Each job is one Ray task (`num_cpus` each); results come back in job order."""
-
-    in_process = False
-
-    def __init__(self, address: str | None = None, num_cpus: float = 1):
-        ray = require_ray()
-        if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                     runtime_env={"env_vars": {k: v for k, v in os.environ.items()
-                                               if k.startswith(("HF_", "CASCADE_"))}})
-        self._ray, self.num_cpus = ray, num_cpus
-
-    def map(self, fn: Callable, jobs: Sequence[tuple]) -> list:
-        task = self._ray.remote(num_cpus=self.num_cpus)(fn)
-        return self._ray.get([task.remote(*job) for job in jobs])
-
-
-def require_ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise CascadeError("distributed runs need Ray: pip install 'cascade-retrieval[distributed]'") from None
-    return ray
-
-
-_ENCODERS: dict[str, Any] = {}
-
-
-def worker_encoder(encoder):
-    """The encoder itself, or (on a worker, given a model name) one loaded once per worker process."""
-    if not isinstance(encoder, str):
-        return encoder
-    if encoder not in _ENCODERS:
-        from cascade.retrieve import Encoder
-
-        _ENCODERS[encoder] = Encoder(encoder)
-    return _ENCODERS[encoder]
-
+from cascade.pipeline import Cascade
+from cascade.runners import LocalRunner, Runner
+from cascade.settings import SearchSettings
 
 _ENGINES: dict[tuple, Any] = {}
 
 
-def search_batch(index: str, reranker: str | None, queries: Sequence[str], options: dict) -> list[dict]:
+def search_batch(index: str, reranker: str | None, queries: Sequence[str], settings: dict) -> list[dict]:
     """One task of `search_many`: the worker opens the index once (memory-mapped) and keeps it."""
     key = (index, reranker)
     if key not in _ENGINES:
-        from cascade.pipeline import Cascade
-
         _ENGINES[key] = Cascade.load(index, reranker=reranker, cache="none")
-    return [_ENGINES[key].search(q, **options).to_dict() for q in queries]
+    return [_ENGINES[key].search(q, SearchSettings(**settings)).to_dict() for q in queries]
 
 
 def search_many(index: str, queries: Sequence[str], runner: Runner | None = None, reranker: str | None = "auto",
-                batch: int = 64, **options) -> list[dict]:
-    """Search many queries, `batch` per task, through `runner` (a Ray cluster: one task per batch);
-    each result is `SearchResult.to_dict()`, in query order. `options` go to `Cascade.search`."""
+                batch: int = 64, settings=None, **changes) -> list[dict]:
+    """Search many queries, `batch` per task, through `runner` (a Ray cluster: one task per batch); each
+    result is `SearchResult.to_dict()`, in query order. `settings` (a `SearchSettings`) and `changes` as in
+    `Cascade.search`, checked here before any task starts."""
+    checked = (settings or SearchSettings()).replace(**changes).to_dict()
     runner = runner or LocalRunner()
     chunks = [list(queries[i:i + batch]) for i in range(0, len(queries), batch)]
-    return [r for part in runner.map(search_batch, [(str(index), reranker, c, options) for c in chunks]) for r in part]
+    return [r for part in runner.map(search_batch, [(str(index), reranker, c, checked) for c in chunks]) for r in part]

@@ -24,8 +24,8 @@ from typing import Iterable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from cascade import __version__
-from cascade.distributed import LocalRunner, Runner, worker_encoder
+from cascade._version import __version__
+from cascade.runners import LocalRunner, Runner, worker_encoder
 from cascade.documents import Document, Passage, chunk
 from cascade.errors import CascadeError
 from cascade.fileio import atomic_write
@@ -94,7 +94,7 @@ class Index:
 
         `docs` is streamed: passages go to disk as they are chunked and are encoded block by block.
         Shard work (term counts, encoding, BM25 rows, ANN) runs through `runner`: in this process by
-        default, or on a Ray cluster (cascade/distributed.py). With `late`, every passage's token vectors
+        default, or on a Ray cluster (cascade/runners.py). With `late`, every passage's token vectors
         are stored too (late interaction, `late_dtype` int8/fp16).
 
         Settings left as None keep the previous index's values, else the defaults.

@@ -19,24 +19,25 @@ from typing import Iterable, Iterator, Union
 import numpy as np
 
 from cascade.context import Context, Span, Tokenizer, assemble, window_position
-from cascade.distributed import Runner
+from cascade.runners import Runner
 from cascade.documents import Document, unique
 from cascade.errors import CascadeError
 from cascade.index import MANIFEST, BuildStats, Index
 from cascade.models import DEFAULT_ENCODER
 from cascade.rerank import Reranker, RerankerChoice, load_reranker
 from cascade.rerank import budget
-from cascade.rerank.blend import DEFAULT_BLEND, blended_scores, check_blend
+from cascade.rerank.blend import blended_scores
 from cascade.rerank.budget import score_within
 from cascade.rerank.cache import CacheSpec, cache_key, open_cache
 from cascade.rerank.late_interaction import TokenEncoder
 from cascade.rerank.llm import LLMReranker
-from cascade.retrieve import FUSIONS, Encoder, fuse
+from cascade.retrieve import Encoder, fuse
+from cascade.settings import UNBUDGETED, SearchSettings
 
 log = logging.getLogger(__name__)
 
 STAGES = ("bm25", "dense", "fusion", "late", "rerank", "llm")
-DEFAULT_BUDGET_MS = 200.0
+CONTEXT_TOP = 20  # hits `context` packs from by default: more than a search shows, the token budget cuts
 DocLike = Union[Document, dict, str]
 RerankerSpec = Union[str, Reranker, None]
 
@@ -96,35 +97,6 @@ def _as_document(n: int, d: DocLike) -> Document:
     if isinstance(d, dict) and isinstance(d.get("text"), str) and (d.get("id", d.get("_id")) is not None):
         return Document(id=str(d.get("id", d.get("_id"))), text=d["text"], title=d.get("title") or "")
     raise CascadeError(f"document {n} is not a Document, a string, or a dict with 'id' and 'text'")
-
-
-STAGE_ORDER = ("hybrid", "late", "rerank", "llm")
-STAGE_DEPTHS = {"hybrid": "retrieve", "late": "late_depth", "rerank": "rerank_depth", "llm": "llm_depth"}
-
-
-def parse_stages(spec: str) -> dict[str, int]:
-    """`hybrid:150,late:60,rerank:20,llm:10` -> search() depths; a stage left out does not run.
-
-    Stages run in this fixed order, each reordering the head of the one before; hybrid is required.
-    """
-    depths = {"late_depth": 0, "rerank_depth": 0, "llm_depth": 0}
-    names = []
-    for part in [p.strip() for p in spec.split(",") if p.strip()]:
-        name, _, value = part.partition(":")
-        if name not in STAGE_DEPTHS:
-            raise CascadeError(f"unknown stage {name!r} in {spec!r} (choose from {', '.join(STAGE_ORDER)})")
-        try:
-            depth = int(value)
-        except ValueError:
-            raise CascadeError(f"stage {name!r} needs a depth, e.g. {name}:30 (got {part!r})") from None
-        if depth < 1:
-            raise CascadeError(f"stage {name!r} depth must be >= 1, got {depth}")
-        names.append(name)
-        depths[STAGE_DEPTHS[name]] = depth
-    if not names or names[0] != "hybrid" or names != sorted(set(names), key=STAGE_ORDER.index):
-        raise CascadeError(f"stages must start with hybrid and follow the order {' -> '.join(STAGE_ORDER)} "
-                           f"without repeats, got {spec!r}")
-    return depths
 
 
 def check_query(query: object) -> None:
@@ -190,7 +162,7 @@ class Cascade:
         `late_interaction`: also store token vectors for late interaction, from this model (True: the
         bundled bi-encoder); None keeps what the existing index has, False drops them. `shards`, `ann`
         (auto, flat, hnsw, ivfpq) and `ann_params` as in `Index.build`; None keeps the existing index's.
-        `runner`: where shard work runs (cascade/distributed.py; default this process).
+        `runner`: where shard work runs (cascade/runners.py; default this process).
         """
         documents = as_documents(docs)
         previous = None
@@ -225,31 +197,30 @@ class Cascade:
         return cls(index, Encoder(index.manifest["encoder"]["model"], device=device), choose_reranker(reranker, device),
                    cache=cache, llm=llm)
 
-    def search(self, query: str, retrieve: int = 150, rerank_depth: int = 30, top: int = 8,
-               fusion: str = "rrf", alpha: float = 0.5, batch_size: int = 8,
-               budget_ms: float | None = DEFAULT_BUDGET_MS, blend: float = DEFAULT_BLEND, late_depth: int = 0,
-               llm_depth: int = 0) -> SearchResult:
-        """Retrieve `retrieve` fused candidates, rerank the first `rerank_depth`, return the best `top`.
+    def search(self, query: str, settings: SearchSettings | None = None, **changes) -> SearchResult:
+        """The best `settings.top` hits for `query`: retrieve, fuse, rerank the head, within the budget.
+
+        Args:
+            query: the question or keywords (non-empty).
+            settings: every knob of the search (`cascade.settings.SearchSettings`; its defaults if None).
+            **changes: settings to change for this call, e.g. `rerank_depth=50, budget_ms=None`.
+
+        Returns:
+            A `SearchResult`: hits best first, each with its score and rank at every stage, the stages'
+            timings, the rerank status and `degraded` when the budget cut reranking short.
+
+        Examples:
+            >>> engine.search("why does p99 latency rise under load?", rerank_depth=50, top=5)
 
         `late_depth` > 0 first reorders that many fused candidates by late interaction (the index must have
         been built with it), and the cross-encoder then reranks the top `rerank_depth` of that order.
-        `llm_depth` > 0 finally lets the LLM (`Cascade(llm=...)`) reorder the top `llm_depth`.
-
-        `budget_ms` bounds the whole search (None: no limit): reranking takes the largest depth its cost
-        estimate says fits in what the first stage left, and stops early if batches run slow; the result
-        is then marked `degraded`.
-
-        `blend` orders the reranked head by 1/(60 + reranker rank) + blend/(60 + first-stage rank), which
-        is then its rerank score; 0 ranks (and scores) by the reranker's raw output (cascade/rerank/blend.py).
-
-        Reranking batches of 8 pairs beat 32 on a 2-core CPU (less padding, attention matrices that stay
-        in cache; benchmarks/rerank_latency.py), and small batches let a budget stop close to its limit.
+        `llm_depth` > 0 finally lets the LLM (`Cascade(llm=...)`) reorder the top `llm_depth`. `budget_ms`
+        bounds the whole search: reranking takes the largest depth its cost estimate says fits in what the
+        first stage left, and stops early if batches run slow. `blend` orders the reranked head by
+        1/(60 + reranker rank) + blend/(60 + first-stage rank) (cascade/rerank/blend.py).
         """
-        if not isinstance(top, (int, np.integer)) or top < 1:
-            raise CascadeError(f"top must be an integer >= 1, got {top!r}")
-        run = self.run_stages(query, retrieve=retrieve, rerank_depth=rerank_depth, fusion=fusion, alpha=alpha,
-                              batch_size=batch_size, budget_ms=budget_ms, blend=blend, late_depth=late_depth,
-                              llm_depth=llm_depth)
+        settings = (settings or SearchSettings()).replace(**changes)
+        run = self.run_stages(query, settings)
         stage_lists = {"bm25": run.bm25, "dense": run.dense, "fusion": run.fusion}
         for name in ("late", "rerank", "llm"):
             if getattr(run, name) is not None:
@@ -257,7 +228,7 @@ class Cascade:
         lookup = {name: {int(i): (float(s), r) for r, (i, s) in enumerate(zip(*lst), 1)}
                   for name, lst in stage_lists.items()}
         hits = []
-        for rank, i in enumerate(run.order[:top], 1):
+        for rank, i in enumerate(run.order[: settings.top], 1):
             seen = {name: lookup[name].get(int(i)) if name in lookup else None for name in STAGES}
             last = next(name for name in ("llm", "rerank", "late", "fusion") if seen[name])
             p = self.index.passages[int(i)]
@@ -268,53 +239,49 @@ class Cascade:
         return SearchResult(query=query.strip(), hits=hits, timings_ms=run.timings_ms, rerank=run.rerank_status,
                             degraded=degraded, llm=run.llm_status)
 
-    def context(self, query: str, max_tokens: int = 2000, tokenizer: str | None = None, top: int = 20,
-                **search) -> Context:
-        """The best `top` passages packed for an LLM prompt within `max_tokens` (cascade/context.py): near-duplicates
-        dropped, adjacent windows of a document merged, numbered sources mapping back to document ids.
+    def context(self, query: str, max_tokens: int = 2000, tokenizer: str | None = None,
+                settings: SearchSettings | None = None, **changes) -> Context:
+        """The search's best passages packed for an LLM prompt (cascade/context.py).
 
-        `tokenizer`: the Hugging Face tokenizer of the LLM the context is for (dir or id); default the index
-        encoder's. Other keywords go to `search`.
+        Args:
+            query: the question.
+            max_tokens: the hard budget, counted with `tokenizer`.
+            tokenizer: the Hugging Face tokenizer of the LLM the context is for (dir or id); default the
+                index encoder's.
+            settings, **changes: the search, as in `search`; `top` defaults to CONTEXT_TOP (20) here.
+
+        Returns:
+            A `Context`: near-duplicates dropped, adjacent windows of a document merged, numbered sources
+            mapping back to document ids, `text` within `max_tokens`.
+
+        Examples:
+            >>> engine.context("why does p99 rise under load?", max_tokens=1500, tokenizer="./my-llm").text
         """
         name = tokenizer or self.encoder.model_id
         if name not in self._tokenizers:
             self._tokenizers[name] = Tokenizer(name)
         if not isinstance(max_tokens, int) or max_tokens < 1:
             raise CascadeError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
-        result = self.search(query, top=top, **search)
+        result = self.search(query, (settings or SearchSettings(top=CONTEXT_TOP)).replace(**changes))
         spans = [Span(h.id, h.doc_id, h.title, h.text, window_position(h.id, h.doc_id)) for h in result.hits]
         return assemble(result.query, spans, max_tokens, self._tokenizers[name])
 
-    def run_stages(self, query: str, retrieve: int = 150, rerank_depth: int = 30, fusion: str = "rrf",
-                   alpha: float = 0.5, batch_size: int = 8, first_stage_depth: int = 0,
-                   budget_ms: float | None = None, blend: float = DEFAULT_BLEND, late_depth: int = 0,
-                   llm_depth: int = 0) -> "StageRuns":
-        """Every stage's ranking for one query (what `search` shows and `evaluate` scores).
+    def run_stages(self, query: str, settings: SearchSettings | None = None, first_stage_depth: int = 0,
+                   **changes) -> "StageRuns":
+        """Every stage's ranking for one query (what `search` shows and `evaluate` scores). With no
+        `settings`, the defaults without a latency budget (`UNBUDGETED`), so evaluation numbers are exact.
 
         BM25 and dense retrieve max(retrieve, first_stage_depth) passages; fusion always uses the top
         `retrieve` of each, so evaluation runs can go deeper without changing the cascade.
         """
         check_query(query)
-        for name, value, least in (("retrieve", retrieve, 1), ("rerank_depth", rerank_depth, 0),
-                                   ("late_depth", late_depth, 0), ("llm_depth", llm_depth, 0)):
-            if not isinstance(value, (int, np.integer)) or value < least:
-                raise CascadeError(f"{name} must be an integer >= {least}, got {value!r}")
-        for name, value in (("rerank_depth", rerank_depth), ("late_depth", late_depth), ("llm_depth", llm_depth)):
-            if retrieve < value:
-                raise CascadeError(f"retrieve ({retrieve}) must be >= {name} ({value}): a later stage can only "
-                                   "reorder candidates the first stage found")
-        if late_depth and rerank_depth > late_depth:
-            raise CascadeError(f"rerank_depth ({rerank_depth}) must be <= late_depth ({late_depth}): the cross-encoder "
-                               "reranks the head of the late-interaction order")
+        s = (settings or UNBUDGETED).replace(**changes)
+        retrieve, rerank_depth, late_depth, llm_depth = s.retrieve, s.rerank_depth, s.late_depth, s.llm_depth
         if llm_depth and self.llm is None:
             raise CascadeError("llm_depth > 0 needs an LLM reranker: pass --llm-url and --llm-model "
                                "(Cascade(..., llm=LLMReranker(url, model)))")
         late_encoder = self.late_encoder if late_depth else None
-        if fusion not in FUSIONS:
-            raise CascadeError(f"unknown fusion {fusion!r} (choose from {', '.join(FUSIONS)})")
-        if budget_ms is not None and (not isinstance(budget_ms, (int, float, np.number)) or not budget_ms >= 0):
-            raise CascadeError(f"budget_ms must be a number >= 0 or None (no limit), got {budget_ms!r}")
-        blend_beta = check_blend(blend)
+        budget_ms, blend_beta = s.budget_ms, s.blend
         query = query.strip()
         depth = max(retrieve, first_stage_depth)
         t = [time.perf_counter()]
@@ -324,8 +291,8 @@ class Cascade:
         query_vector = self.encoder.encode_query(query)
         dense = self.index.dense.search(query_vector, depth)
         t.append(time.perf_counter())
-        fused = fuse(fusion, (bm25[0][:retrieve], bm25[1][:retrieve]), (dense[0][:retrieve], dense[1][:retrieve]),
-                     limit=retrieve, alpha=alpha)
+        fused = fuse(s.fusion, (bm25[0][:retrieve], bm25[1][:retrieve]), (dense[0][:retrieve], dense[1][:retrieve]),
+                     limit=retrieve, alpha=s.alpha)
         t.append(time.perf_counter())
         names = ["bm25", "dense", "fusion"]
         order, late = fused[0], None
@@ -333,7 +300,7 @@ class Cascade:
             order, late = self._late(late_encoder, query, order, late_depth, blend_beta)
             names.append("late")
             t.append(time.perf_counter())
-        order, rerank_scores, status = self._rerank(query, order, rerank_depth, batch_size, deadline, blend_beta)
+        order, rerank_scores, status = self._rerank(query, order, rerank_depth, s.batch_size, deadline, blend_beta)
         rerank = (order[: len(rerank_scores)], rerank_scores) if rerank_scores is not None else None
         names.append("rerank")
         t.append(time.perf_counter())

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from cascade import Cascade, CascadeError, CrossEncoder
-from cascade.rerank.blend import blended_scores, check_blend
+from cascade.rerank.blend import blended_scores
+from cascade.settings import SearchSettings
 from tests.conftest import DOCS
 
 
@@ -21,7 +22,7 @@ def test_blended_scores_by_hand():
 @pytest.mark.parametrize("bad", [-0.5, float("inf"), float("nan"), "1", True])
 def test_bad_blend_weights_are_refused(bad):
     with pytest.raises(CascadeError, match="blend must be"):
-        check_blend(bad)
+        SearchSettings(blend=bad)
 
 
 def test_search_orders_the_head_by_the_blend(tiny_ce):

@@ -96,7 +96,8 @@ def test_index_with_hnsw_reports_recall_in_eval(corpus, tmp_path, capsys):
 
 def test_ray_builds_and_searches_like_the_embedded_path(corpus, tmp_path):
     ray = pytest.importorskip("ray")
-    from cascade.distributed import RayRunner, search_many
+    from cascade.distributed import search_many
+    from cascade.runners import RayRunner
 
     data, one = corpus
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -103,7 +103,7 @@ def test_api_build_in_memory_and_validation(tiny_ce):
     cascade = Cascade.build(["the moon raises tides", "caches avoid round trips"], reranker=str(tiny_ce))
     result = cascade.search("moon tides", retrieve=2, rerank_depth=2, top=1, budget_ms=None)  # no timing in tests
     assert len(result.hits) == 1 and result.rerank["status"] == "ok"
-    with pytest.raises(CascadeError, match="rerank_depth must be an integer >= 0"):
+    with pytest.raises(CascadeError, match="rerank_depth must be an integer between 0 and 1000"):
         cascade.search("x", rerank_depth=-1)
     with pytest.raises(CascadeError, match="must be >= rerank_depth"):
         cascade.search("x", retrieve=1, rerank_depth=2)

@@ -139,6 +139,26 @@ def test_body_level_errors(client):
     assert r.status_code == 422
 
 
+def test_search_takes_every_setting_and_refuses_bad_ones_alike(client):
+    from cascade.settings import NAMES
+
+    body = {"query": QUERY, "retrieve": 6, "rerank_depth": 3, "top": 4, "fusion": "weighted", "alpha": 0.3,
+            "blend": 0, "budget_ms": None, "batch_size": 2, "late_depth": 0, "llm_depth": 0}
+    assert set(body) - {"query"} == set(NAMES)
+    r = client.post("/search", json=body)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["hits"]) == 4 and r.json()["rerank"]["scored"] == 3
+    # the same kind of mistake gets the same answer, whichever depth it is
+    for depth in ("rerank_depth", "late_depth", "llm_depth"):
+        r = client.post("/search", json={"query": QUERY, "retrieve": 2, "rerank_depth": 0, depth: 3})
+        assert r.status_code == 422 and r.json()["field"] == "retrieve", r.text
+        assert f"retrieve (2) must be >= {depth} (3)" in r.json()["message"]
+    r = client.post("/context", json={"query": QUERY, "fusion": "max"})
+    assert r.status_code == 422 and r.json()["field"] == "fusion" and "unknown fusion" in r.json()["message"]
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["SearchRequest"]["properties"]
+    assert "first-stage candidates" in schema["retrieve"]["description"]
+
+
 def test_search_returns_the_cli_json(client, small_index, tiny_ce, capsys):
     from cascade.cli import main
 

@@ -21,11 +21,12 @@ from cascade.evaluate.beir import Split
 from cascade.evaluate.metrics import mean, per_query
 from cascade.index import MANIFEST, read_manifest
 from cascade.pipeline import Cascade, RerankerSpec, StageRuns
-from cascade.rerank.blend import DEFAULT_BLEND
+from cascade.settings import UNBUDGETED, SearchSettings
 
 STAGES = ("bm25", "dense", "hybrid", "hybrid+rerank")  # the default; any hybrid+late/rerank/llm chain is allowed
 CHAIN = ("late", "rerank", "llm")
 RUN_DEPTH = 1000  # documents kept per query in first-stage runs, as BEIR/trec_eval runs do
+CHAIN_DEPTHS = {"late_depth": 60, "llm_depth": 10}  # what chains with a late or llm stage use unless told
 Run = dict[str, dict[str, float]]
 
 
@@ -129,60 +130,66 @@ def chain_ranking(runs: StageRuns) -> tuple[np.ndarray, np.ndarray]:
     return runs.order, -np.arange(len(runs.order), dtype=np.float64)
 
 
-def evaluate(cascade: Cascade, split: Split, stages: Sequence[str] = STAGES, retrieve: int = 150,
-             rerank_depth: int = 30, fusion: str = "rrf", limit: int | None = None,
-             progress: bool = True, blend: float = DEFAULT_BLEND, late_depth: int = 60,
-             llm_depth: int = 10) -> EvalResult:
-    """Score each requested stage on `split` (optionally its first `limit` queries), with no latency budget.
+def eval_settings(stages: Sequence[str], settings: SearchSettings | None = None, **changes) -> SearchSettings:
+    """The settings chains run with: no budget (exact numbers); late and llm depths only where a chain has
+    that stage (CHAIN_DEPTHS by default), so they constrain nothing else."""
+    uses = {link for s in stages for link in chain(s) or ()}
+    base = settings or UNBUDGETED.replace(**{k: v for k, v in CHAIN_DEPTHS.items() if k.split("_")[0] in uses})
+    return base.replace(**changes)
 
-    Each hybrid chain (e.g. hybrid+late+rerank) runs the cascade with just those stages at the given depths;
-    its latency is the sum of its stages' times, and `<stage>_p50` is each added stage's own time."""
+
+def evaluate(cascade: Cascade, split: Split, stages: Sequence[str] = STAGES, settings: SearchSettings | None = None,
+             limit: int | None = None, progress: bool = True, **changes) -> EvalResult:
+    """Score each requested stage on `split` (optionally its first `limit` queries).
+
+    Each hybrid chain (e.g. hybrid+late+rerank) runs the cascade with just those stages, at the depths in
+    `settings` (default `eval_settings(stages)`; `changes` adjust it); its latency is the sum of its stages'
+    times, and `<stage>_p50` is each added stage's own time."""
     stages = parse_stages(",".join(stages))
-    if any("rerank" in (chain(s) or ()) for s in stages) and cascade.reranker is None:
+    s = eval_settings(stages, settings, **changes)
+    retrieve, rerank_depth = s.retrieve, s.rerank_depth
+    if any("rerank" in (chain(x) or ()) for x in stages) and cascade.reranker is None:
         raise CascadeError(f"the rerank stage needs a reranker: {cascade.rerank_unavailable}")
-    configs = {s: chain(s) for s in stages if chain(s)}
+    configs = {x: chain(x) for x in stages if chain(x)}
     qids = list(split.queries)[:limit] if limit else list(split.queries)
     depth_recall = [f"recall@{rerank_depth}"] if rerank_depth else []
     names = list(dict.fromkeys(["ndcg@10", "mrr@10", "recall@100", *depth_recall, f"recall@{retrieve}", "p@5"]))
-    runs: dict[str, Run] = {s: {} for s in stages}
-    latency: dict[str, list[float]] = {s: [] for s in stages}
-    stage_ms: dict[str, dict[str, list[float]]] = {s: {c: [] for c in configs.get(s, ())} for s in stages}
+    runs: dict[str, Run] = {x: {} for x in stages}
+    latency: dict[str, list[float]] = {x: [] for x in stages}
+    stage_ms: dict[str, dict[str, list[float]]] = {x: {c: [] for c in configs.get(x, ())} for x in stages}
     first_stage_depth = RUN_DEPTH if {"bm25", "dense"} & set(stages) else 0
     passages = cascade.index.passages
     approximate = any(a["kind"] != "flat" for a in cascade.index.manifest.get("ann", []))
     ann_recall = []
     for qid in tqdm(qids, desc=f"evaluating {split.name}/{split.split}", unit="q", disable=not progress):
         query = split.queries[qid]
-        r = cascade.run_stages(query, retrieve=retrieve, rerank_depth=0, fusion=fusion,
+        r = cascade.run_stages(query, s.replace(late_depth=0, rerank_depth=0, llm_depth=0),
                                first_stage_depth=first_stage_depth)
         t = r.timings_ms
         first = t["bm25"] + t["dense"] + t["fusion"]
         if approximate:
             ann_recall.append(cascade.index.dense.recall(r.query_vector, ANN_RECALL_AT))
         ranked = {"bm25": (r.bm25, t["bm25"]), "dense": (r.dense, t["dense"]), "hybrid": (r.fusion, first)}
-        for s, links in configs.items():
-            c = cascade.run_stages(query, retrieve=retrieve, fusion=fusion, blend=blend,
-                                   late_depth=late_depth if "late" in links else 0,
-                                   rerank_depth=rerank_depth if "rerank" in links else 0,
-                                   llm_depth=llm_depth if "llm" in links else 0)
-            ranked[s] = (chain_ranking(c), first + sum(c.timings_ms[link] for link in links))
+        for x, links in configs.items():
+            c = cascade.run_stages(query, s.replace(**{f"{stage}_depth": 0 for stage in CHAIN if stage not in links}))
+            ranked[x] = (chain_ranking(c), first + sum(c.timings_ms[link] for link in links))
             for link in links:
-                stage_ms[s][link].append(c.timings_ms[link])
-        for s in stages:
-            (ids, scores), ms = ranked[s]
-            runs[s][qid] = doc_run(passages, ids, scores, RUN_DEPTH)
-            latency[s].append(ms)
+                stage_ms[x][link].append(c.timings_ms[link])
+        for x in stages:
+            (ids, scores), ms = ranked[x]
+            runs[x][qid] = doc_run(passages, ids, scores, RUN_DEPTH)
+            latency[x].append(ms)
     qrels = {q: split.qrels[q] for q in qids}
     results = {}
-    for s in stages:
-        pq = per_query(runs[s], qrels, names)
-        ms = {"p50": float(np.percentile(latency[s], 50)), "p95": float(np.percentile(latency[s], 95))}
-        for link, values in stage_ms[s].items():
+    for x in stages:
+        pq = per_query(runs[x], qrels, names)
+        ms = {"p50": float(np.percentile(latency[x], 50)), "p95": float(np.percentile(latency[x], 95))}
+        for link, values in stage_ms[x].items():
             ms |= {f"{link}_p50": float(np.percentile(values, 50)), f"{link}_p95": float(np.percentile(values, 95))}
-        results[s] = StageResult(metrics={m: mean(v) for m, v in pq.items()}, per_query=pq, latency_ms=ms, run=runs[s])
+        results[x] = StageResult(metrics={m: mean(v) for m, v in pq.items()}, per_query=pq, latency_ms=ms, run=runs[x])
     return EvalResult(dataset=split.name, split=split.split, queries=len(qids),
-                      settings={"retrieve": retrieve, "rerank_depth": rerank_depth, "late_depth": late_depth,
-                                "llm_depth": llm_depth, "fusion": fusion, "blend": blend,
+                      settings={"retrieve": retrieve, "rerank_depth": rerank_depth, "late_depth": s.late_depth,
+                                "llm_depth": s.llm_depth, "fusion": s.fusion, "blend": s.blend,
                                 "reranker": cascade.reranker.model_id if cascade.reranker else None,
                                 "encoder": cascade.encoder.model_id,
                                 "passage_words": cascade.index.manifest["settings"]["passage_words"],

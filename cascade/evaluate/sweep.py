@@ -18,7 +18,8 @@ from cascade.evaluate.beir import Split
 from cascade.evaluate.metrics import mean, per_query
 from cascade.evaluate.runner import RUN_DEPTH, doc_run
 from cascade.pipeline import Cascade
-from cascade.rerank.blend import DEFAULT_BLEND, blended_scores
+from cascade.rerank.blend import blended_scores
+from cascade.settings import UNBUDGETED, SearchSettings
 
 TOLERANCE = 0.005
 
@@ -56,13 +57,14 @@ def suggest(rows: Sequence[dict], tolerance: float = TOLERANCE) -> tuple[int, in
     return best["depth"], min(r["depth"] for r in rows if r["ndcg@10"] >= best["ndcg@10"] - tolerance)
 
 
-def sweep(cascade: Cascade, split: Split, depths: Sequence[int], retrieve: int = 150, fusion: str = "rrf",
-          limit: int | None = None, latency_queries: int = 20, progress: bool = True,
-          blend: float = DEFAULT_BLEND, late_depth: int = 0) -> SweepResult:
-    """nDCG@10 and rerank latency at each depth; with `late_depth`, the cross-encoder reranks the head of the
-    late-interaction order instead of the fused one."""
+def sweep(cascade: Cascade, split: Split, depths: Sequence[int], settings: SearchSettings | None = None,
+          limit: int | None = None, latency_queries: int = 20, progress: bool = True, **changes) -> SweepResult:
+    """nDCG@10 and rerank latency at each depth, other settings as in `settings` (no budget by default); with
+    `late_depth`, the cross-encoder reranks the head of the late-interaction order instead of the fused one."""
     if cascade.reranker is None:
         raise CascadeError(f"a depth sweep needs a reranker: {cascade.rerank_unavailable}")
+    s = (settings or UNBUDGETED).replace(**{"rerank_depth": 0, **changes})  # the depths swept are the rerank depths
+    retrieve, late_depth, blend = s.retrieve, s.late_depth, s.blend
     depths = sorted(depths)
     if depths[-1] > retrieve:
         raise CascadeError(f"depth {depths[-1]} exceeds --retrieve {retrieve}; retrieve at least as many candidates")
@@ -73,8 +75,8 @@ def sweep(cascade: Cascade, split: Split, depths: Sequence[int], retrieve: int =
     passages = cascade.index.passages
     runs: dict[int, dict] = {d: {} for d in [0, *depths]}
     for qid in tqdm(qids, desc=f"sweeping {split.name}/{split.split}", unit="q", disable=not progress):
-        r = cascade.run_stages(split.queries[qid], retrieve=retrieve, rerank_depth=depths[-1], fusion=fusion,
-                               blend=0, late_depth=late_depth)  # raw scores once; each depth's blend below
+        # raw scores once, at the deepest depth; each depth's blend below
+        r = cascade.run_stages(split.queries[qid], s, rerank_depth=depths[-1], blend=0)
         fused = np.concatenate([r.late[0], r.fusion[0][late_depth:]]) if late_depth else r.fusion[0]
         score = dict(zip(r.rerank[0].tolist(), r.rerank[1].tolist()))
         runs[0][qid] = doc_run(passages, fused, -np.arange(len(fused), dtype=float), RUN_DEPTH)
@@ -89,8 +91,7 @@ def sweep(cascade: Cascade, split: Split, depths: Sequence[int], retrieve: int =
     latency: dict[int, list[float]] = {d: [] for d in depths}
     for qid in tqdm(timing_qids, desc="timing rerank depths", unit="q", disable=not progress):
         for d in depths:
-            t = cascade.run_stages(split.queries[qid], retrieve=retrieve, rerank_depth=d, fusion=fusion,
-                                   blend=blend, late_depth=late_depth).timings_ms
+            t = cascade.run_stages(split.queries[qid], s, rerank_depth=d).timings_ms
             latency[d].append(t["rerank"])
     rows = [{"depth": d, "ndcg@10": ndcg[d], "latency_ms": {"p50": float(np.percentile(latency[d], 50)),
                                                             "p95": float(np.percentile(latency[d], 95))}}
@@ -98,6 +99,6 @@ def sweep(cascade: Cascade, split: Split, depths: Sequence[int], retrieve: int =
     best, suggested = suggest(rows)
     return SweepResult(dataset=split.name, split=split.split, queries=len(qids), rows=rows,
                        baseline={"ndcg@10": ndcg[0]}, best=best, suggested=suggested,
-                       settings={"retrieve": retrieve, "late_depth": late_depth, "fusion": fusion,
+                       settings={"retrieve": retrieve, "late_depth": late_depth, "fusion": s.fusion,
                                  "reranker": cascade.reranker.model_id,
                                  "blend": blend, "latency_queries": len(timing_qids), "tolerance": TOLERANCE})

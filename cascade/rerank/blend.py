@@ -11,16 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from cascade.errors import CascadeError
+from cascade.retrieve.hybrid import RRF_K as K
 
-K = 60
-DEFAULT_BLEND = 1.0
-
-
-def check_blend(beta: object) -> float:
-    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.number)) or not 0 <= beta < float("inf"):
-        raise CascadeError(f"blend must be a finite number >= 0 (0 = reranker alone), got {beta!r}")
-    return float(beta)
+DEFAULT_BLEND = 1.0  # the default of SearchSettings.blend
 
 
 def blended_scores(scores: np.ndarray, first_ranks: np.ndarray, beta: float) -> np.ndarray:

@@ -13,6 +13,7 @@ from cascade.errors import CascadeError
 
 Ranking = tuple[np.ndarray, np.ndarray]  # (passage indices best first, scores)
 FUSIONS = ("rrf", "weighted")
+RRF_K = 60.0  # Cormack et al.'s constant; the reranker blend (rerank/blend.py) uses the same
 
 
 def _accumulate(ids: Sequence[np.ndarray], contributions: Sequence[np.ndarray]) -> Ranking:
@@ -26,7 +27,7 @@ def _accumulate(ids: Sequence[np.ndarray], contributions: Sequence[np.ndarray]) 
     return uniq[order], total[order]
 
 
-def rrf(rankings: Sequence[Ranking], k: float = 60.0) -> Ranking:
+def rrf(rankings: Sequence[Ranking], k: float = RRF_K) -> Ranking:
     """Reciprocal rank fusion (Cormack et al., 2009): score = sum over lists of 1 / (k + rank)."""
     if k <= 0:
         raise CascadeError(f"RRF constant k must be > 0, got {k}")
@@ -52,7 +53,7 @@ def weighted(rankings: Sequence[Ranking], weights: Sequence[float]) -> Ranking:
     return _accumulate([r[0] for r in rankings], [w * minmax(r[1]) for r, w in zip(rankings, weights)])
 
 
-def fuse(method: str, bm25: Ranking, dense: Ranking, limit: int, alpha: float = 0.5, rrf_k: float = 60.0) -> Ranking:
+def fuse(method: str, bm25: Ranking, dense: Ranking, limit: int, alpha: float = 0.5, rrf_k: float = RRF_K) -> Ranking:
     """Fuse the lexical and dense rankings and keep the best `limit`.
 
     `alpha` is the dense weight for weighted fusion (BM25 gets 1 - alpha).

@@ -17,25 +17,26 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_type_hints
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
+from cascade._version import __version__
 from cascade.errors import CascadeError
 from cascade.index import Index
-from cascade.pipeline import DEFAULT_BUDGET_MS, Cascade
+from cascade.pipeline import CONTEXT_TOP, Cascade
 from cascade.rerank import RerankerChoice
 from cascade.rerank.base import Reranker
-from cascade.rerank.blend import DEFAULT_BLEND
 from cascade.serve.batcher import Batcher
 from cascade.serve.limits import BodyLimits
 from cascade.serve.metrics import Metrics
+from cascade.settings import NAMES, SearchSettings, SettingError
 
 log = logging.getLogger(__name__)
 
@@ -86,20 +87,22 @@ class RerankRequest(BaseModel):
     return_documents: bool = False
 
 
-class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    query: Query
-    retrieve: int = Field(150, ge=1, le=10_000)
-    rerank_depth: int = Field(30, ge=0, le=1000)
-    top: int = Field(8, ge=1, le=1000)
-    budget_ms: float | None = Field(DEFAULT_BUDGET_MS, ge=0)
-    blend: float = Field(DEFAULT_BLEND, ge=0, allow_inf_nan=False)
-    late_depth: int = Field(0, ge=0, le=1000)  # needs an index built with --late-interaction
+def settings_fields(**defaults) -> dict:
+    """Request fields for every search setting, typed, defaulted and documented as `SearchSettings` has them;
+    their checks are its own (a bad value is a SettingError, answered 422 naming the field)."""
+    hints = get_type_hints(SearchSettings)
+    return {f.name: (hints[f.name], Field(defaults.get(f.name, f.default), description=f.metadata["help"]))
+            for f in fields(SearchSettings)}
 
 
-class ContextRequest(SearchRequest):
-    top: int = Field(20, ge=1, le=1000)
-    max_tokens: int = Field(2000, ge=1, le=1_000_000)
+SearchRequest = create_model("SearchRequest", __config__=ConfigDict(extra="forbid"), query=(Query, ...),
+                             **settings_fields())
+ContextRequest = create_model("ContextRequest", __config__=ConfigDict(extra="forbid"), query=(Query, ...),
+                              max_tokens=(int, Field(2000, ge=1, le=1_000_000)), **settings_fields(top=CONTEXT_TOP))
+
+
+def search_settings(body: BaseModel) -> SearchSettings:
+    return SearchSettings(**{name: getattr(body, name) for name in NAMES})
 
 
 UNION_MISMATCHES = ("string_type", "model_type", "model_attributes_type")  # "this union branch does not fit"
@@ -143,7 +146,7 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
         batcher.close()
         health_pool.shutdown(wait=False)
 
-    app = FastAPI(title="Cascade", version=_version(), lifespan=lifespan,
+    app = FastAPI(title="Cascade", version=__version__, lifespan=lifespan,
                   description="Hybrid retrieval + cross-encoder reranking. `/rerank` speaks the Cohere/Jina "
                               "rerank API; `/search` runs the full cascade over the served index.")
     app.add_middleware(BodyLimits, max_bytes=config.max_body_bytes, on_reject=metrics.observe_request)
@@ -164,6 +167,10 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
         field = ".".join(str(p) for p in first["loc"] if p != "body" and p not in UNION_BRANCHES and "[" not in str(p))
         message = str(first["msg"]).removeprefix("Value error, ")
         return error(422, f"{field}: {message}" if field else message, field or None)
+
+    @app.exception_handler(SettingError)
+    async def bad_setting(request: Request, exc: SettingError) -> JSONResponse:
+        return error(422, str(exc), exc.field)
 
     @app.exception_handler(CascadeError)
     async def refused(request: Request, exc: CascadeError) -> JSONResponse:
@@ -215,12 +222,11 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
         engine = state["engine"]
         if engine is None:
             raise HTTPException(404, "no index is served: start with `cascade serve INDEX_DIR` to use /search")
-        if body.retrieve < body.rerank_depth:
-            return error(422, f"retrieve ({body.retrieve}) must be >= rerank_depth ({body.rerank_depth})", "retrieve")
+        settings = search_settings(body)
 
         def run():
             with batcher.model_lock:
-                return engine.search(body.query, **search_settings(body))
+                return engine.search(body.query, settings)
 
         result = await run_in_threadpool(run)
         metrics.observe_search(result)
@@ -237,10 +243,12 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
         if engine is None:
             raise HTTPException(404, "no index is served: start with `cascade serve INDEX_DIR` to use /context")
 
+        settings = search_settings(body)
+
         def run():
             with batcher.model_lock:
                 return engine.context(body.query, max_tokens=body.max_tokens, tokenizer=config.tokenizer,
-                                      **search_settings(body))
+                                      settings=settings)
 
         return (await run_in_threadpool(run)).to_dict()
 
@@ -270,20 +278,9 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
     return app
 
 
-def search_settings(body: SearchRequest) -> dict:
-    return {"retrieve": body.retrieve, "rerank_depth": body.rerank_depth, "top": body.top,
-            "budget_ms": body.budget_ms, "blend": body.blend, "late_depth": body.late_depth}
-
-
 def truncated_documents(tokenizer, limit: int | None, query: str, texts: list[str]) -> list[int]:
     """Indices of documents cut to fit the model's token budget (only known for tokenizer-based models)."""
     if tokenizer is None or limit is None:
         return []
     lengths = tokenizer([query] * len(texts), texts, truncation=False)["input_ids"]
     return [i for i, ids in enumerate(lengths) if len(ids) > limit]
-
-
-def _version() -> str:
-    from cascade import __version__
-
-    return __version__
