@@ -7,7 +7,8 @@ jointly with the query; the best handful go to the LLM.
 from cascade._version import __version__
 from cascade.documents import Document, Passage, load_documents
 from cascade.errors import CascadeError
-from cascade.pipeline import Cascade, Hit, SearchResult
+from cascade.pipeline import Cascade
+from cascade.results import Hit, SearchResult
 from cascade.rerank import CrossEncoder, Reranker
 from cascade.rerank.late_interaction import LateInteraction
 from cascade.rerank.llm import LLMReranker

@@ -12,14 +12,12 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Union
 
 import numpy as np
 
 from cascade.context import Context, Span, Tokenizer, assemble, window_position
-from cascade.runners import Runner
 from cascade.documents import Document, unique
 from cascade.errors import CascadeError
 from cascade.index import MANIFEST, BuildStats, Index
@@ -31,7 +29,9 @@ from cascade.rerank.budget import score_within
 from cascade.rerank.cache import CacheSpec, cache_key, open_cache
 from cascade.rerank.late_interaction import TokenEncoder
 from cascade.rerank.llm import LLMReranker
+from cascade.results import Hit, SearchResult, StageRuns
 from cascade.retrieve import Encoder, fuse
+from cascade.runners import Runner
 from cascade.settings import UNBUDGETED, SearchSettings
 
 log = logging.getLogger(__name__)
@@ -40,48 +40,6 @@ STAGES = ("bm25", "dense", "fusion", "late", "rerank", "llm")
 CONTEXT_TOP = 20  # hits `context` packs from by default: more than a search shows, the token budget cuts
 DocLike = Union[Document, dict, str]
 RerankerSpec = Union[str, Reranker, None]
-
-
-@dataclass
-class Hit:
-    id: str
-    doc_id: str
-    title: str
-    text: str
-    score: float
-    rank: int
-    stage_scores: dict[str, float | None]
-    stage_ranks: dict[str, int | None]
-
-
-@dataclass
-class SearchResult:
-    query: str
-    hits: list[Hit]
-    timings_ms: dict[str, float]
-    rerank: dict = field(default_factory=dict)
-    degraded: bool = False  # the budget cut reranking short (`rerank["scored"]`), or the LLM stage failed (`llm`)
-    llm: dict | None = None  # the LLM stage's status, calls and tokens, when it ran
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class StageRuns:
-    """One query's ranking at every stage, as (passage indices best first, scores)."""
-
-    bm25: tuple[np.ndarray, np.ndarray]
-    dense: tuple[np.ndarray, np.ndarray]
-    fusion: tuple[np.ndarray, np.ndarray]
-    rerank: tuple[np.ndarray, np.ndarray] | None  # the cross-encoder's head only
-    order: np.ndarray  # final order: the last stage's head, then the rest of the list before it
-    timings_ms: dict[str, float]
-    rerank_status: dict
-    late: tuple[np.ndarray, np.ndarray] | None = None  # late interaction's head only
-    llm: tuple[np.ndarray, np.ndarray] | None = None  # the LLM's head, scored by rank (depth - position)
-    llm_status: dict | None = None
-    query_vector: np.ndarray | None = None  # the encoded query (eval reuses it to measure ANN recall)
 
 
 def as_documents(docs: Iterable[DocLike]) -> Iterator[Document]:

@@ -9,7 +9,7 @@ from cascade.evaluate.beir import load_split
 from cascade.evaluate.diagnostics import diagnose
 from cascade.evaluate.runner import EvalResult, StageResult, doc_run, final_ranking, parse_stages
 from cascade.evaluate.sweep import parse_depths, suggest
-from cascade.pipeline import StageRuns
+from cascade.results import StageRuns
 from tests.conftest import beir_slice
 
 N_QUERIES = 25

@@ -20,7 +20,8 @@ from cascade.errors import CascadeError
 from cascade.evaluate.beir import Split
 from cascade.evaluate.metrics import mean, per_query
 from cascade.index import MANIFEST, read_manifest
-from cascade.pipeline import Cascade, RerankerSpec, StageRuns
+from cascade.pipeline import Cascade, RerankerSpec
+from cascade.results import StageRuns
 from cascade.settings import UNBUDGETED, SearchSettings
 
 STAGES = ("bm25", "dense", "hybrid", "hybrid+rerank")  # the default; any hybrid+late/rerank/llm chain is allowed

@@ -8,7 +8,7 @@ import textwrap
 from importlib import resources
 from pathlib import Path
 
-from cascade.cli_format import format_rerank_status
+from cascade.cli.format import format_rerank_status
 from cascade.documents import load_documents
 from cascade.pipeline import Cascade
 

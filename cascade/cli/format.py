@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
-from cascade.pipeline import SearchResult
+from cascade.results import SearchResult
 
 
 def format_result(result: SearchResult) -> str:

@@ -1,0 +1,7 @@
+"""`python -m cascade.cli ...`, as the `cascade` script."""
+
+import sys
+
+from cascade.cli import main
+
+sys.exit(main())

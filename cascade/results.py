@@ -1,0 +1,52 @@
+"""What a search returns: hits with their score and rank at every stage, and each stage's raw ranking.
+
+Apart from the engine so front ends (text output, JSON, eval) can read results without importing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Hit:
+    id: str
+    doc_id: str
+    title: str
+    text: str
+    score: float
+    rank: int
+    stage_scores: dict[str, float | None]
+    stage_ranks: dict[str, int | None]
+
+
+@dataclass
+class SearchResult:
+    query: str
+    hits: list[Hit]
+    timings_ms: dict[str, float]
+    rerank: dict = field(default_factory=dict)
+    degraded: bool = False  # the budget cut reranking short (`rerank["scored"]`), or the LLM stage failed (`llm`)
+    llm: dict | None = None  # the LLM stage's status, calls and tokens, when it ran
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class StageRuns:
+    """One query's ranking at every stage, as (passage indices best first, scores)."""
+
+    bm25: tuple[np.ndarray, np.ndarray]
+    dense: tuple[np.ndarray, np.ndarray]
+    fusion: tuple[np.ndarray, np.ndarray]
+    rerank: tuple[np.ndarray, np.ndarray] | None  # the cross-encoder's head only
+    order: np.ndarray  # final order: the last stage's head, then the rest of the list before it
+    timings_ms: dict[str, float]
+    rerank_status: dict
+    late: tuple[np.ndarray, np.ndarray] | None = None  # late interaction's head only
+    llm: tuple[np.ndarray, np.ndarray] | None = None  # the LLM's head, scored by rank (depth - position)
+    llm_status: dict | None = None
+    query_vector: np.ndarray | None = None  # the encoded query (eval reuses it to measure ANN recall)
