@@ -88,10 +88,10 @@ def autocast(device: torch.device, dtype: torch.dtype | None, tokens: int) -> co
 def compute_in(model: torch.nn.Module, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """Nothing when `model`'s weights are already in `dtype` (as `load_model` leaves them); else autocast,
     for fp32 weights being trained. Never depends on the batch: a text's precision is the model's."""
-    device = next(model.parameters()).device
-    if dtype is None or next(model.parameters()).dtype == dtype:
+    weight = next(model.parameters())
+    if dtype is None or weight.dtype == dtype:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=weight.device.type, dtype=dtype)
 
 
 def tolerance(dtype: torch.dtype | None) -> float:
@@ -163,8 +163,9 @@ def load_model(auto_class: str, path: str, name: str, what: str, device: torch.d
         raise CascadeError(f"could not load {what} {name!r}: {str(e).splitlines()[0]}") from None
     if dtype is not None:
         model.to(dtype)
+    if dtype is not None and auto_class == "AutoModelForSequenceClassification":
         for head in (getattr(model.base_model, "pooler", None), getattr(model, "classifier", None)):
-            if head is not None and auto_class == "AutoModelForSequenceClassification":
+            if head is not None:
                 head.float().register_forward_pre_hook(_inputs_to_fp32)
     return tokenizer, model
 

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
+import numpy as np
+
 from cascade.errors import CascadeError
 from cascade.rerank.blend import DEFAULT_BLEND
 from cascade.retrieve.hybrid import FUSIONS
@@ -91,6 +93,8 @@ class SearchSettings:
 
     def replace(self, **changes: Any) -> "SearchSettings":
         """A checked copy with `changes`; an unknown name is refused, naming the settings there are."""
+        if not changes:  # frozen and already checked: search and run_stages pass settings on unchanged
+            return self
         unknown = sorted(set(changes) - set(NAMES))
         if unknown:
             raise SettingError(unknown[0], lambda n: f"unknown search setting {n(unknown[0])!r} (choose from "
@@ -138,7 +142,8 @@ def _check_field(f, value: Any) -> Any:
         return None
     integer = isinstance(f.default, int)
     kinds = (int,) if integer else (int, float)
-    numeric = isinstance(value, kinds) and not isinstance(value, bool) or _is_numpy_number(value, integer)
+    numpy_kinds = np.integer if integer else (np.integer, np.floating)
+    numeric = isinstance(value, kinds) and not isinstance(value, bool) or isinstance(value, numpy_kinds)
     inside = numeric and math.isfinite(value) and (low is None or value >= low) and (high is None or value <= high)
     if not inside:
         kind = "an integer" if integer else "a finite number"
@@ -146,12 +151,6 @@ def _check_field(f, value: Any) -> Any:
         extra = " or none (no limit)" if name == "budget_ms" else ""
         raise SettingError(name, lambda n: f"{n(name)} must be {kind} {bounds}{extra}, got {value!r}")
     return int(value) if integer else float(value)
-
-
-def _is_numpy_number(value: Any, integer: bool) -> bool:
-    import numpy as np
-
-    return isinstance(value, np.integer if integer else (np.integer, np.floating))
 
 
 UNBUDGETED = SearchSettings(budget_ms=None)  # evaluation's exact numbers: every planned candidate is scored

@@ -10,7 +10,7 @@ import sys
 from cascade.cli.parser import flag
 from cascade.errors import CascadeError
 from cascade.evaluate.runner import STAGES as EVAL_STAGES
-from cascade.settings import NAMES, UNBUDGETED, SearchSettings, SettingError
+from cascade.settings import NAMES, STAGE_DEPTHS, UNBUDGETED, SearchSettings, SettingError
 
 
 def settings_from(args: argparse.Namespace, base: SearchSettings | None = None, stages: str | None = None,
@@ -20,7 +20,7 @@ def settings_from(args: argparse.Namespace, base: SearchSettings | None = None, 
     values = {name: getattr(args, name) for name in NAMES if hasattr(args, name)} | changes
     try:
         if stages:
-            depths = {"retrieve", "late_depth", "rerank_depth", "llm_depth"}
+            depths = set(STAGE_DEPTHS.values())  # the spec sets these itself
             return SearchSettings.from_stages(stages, **{k: v for k, v in values.items() if k not in depths})
         return (base or SearchSettings()).replace(**values)
     except SettingError as e:
