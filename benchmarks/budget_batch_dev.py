@@ -31,7 +31,7 @@ def main() -> None:
     from cascade.evaluate.runner import RUN_DEPTH, doc_run, final_ranking, open_cascade
     from cascade.rerank import CrossEncoder
     from cascade.train.data import hold_out
-    from cascade.train.trainer import TrainConfig
+    from cascade.train.config import TrainConfig
 
     cascade = open_cascade(args.data, None, None, progress=False)
     cascade.reranker = CrossEncoder("cascade-reranker")

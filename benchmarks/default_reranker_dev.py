@@ -23,7 +23,7 @@ DATA = ROOT.parent / "shared" / "data" / "beir"
 def dev_split(name: str):
     from cascade.evaluate.beir import available_splits, load_split
     from cascade.train.data import hold_out
-    from cascade.train.trainer import TrainConfig
+    from cascade.train.config import TrainConfig
 
     if "dev" in available_splits(DATA / name):
         split = load_split(DATA / name, "dev")

@@ -39,7 +39,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from cascade.rerank import CrossEncoder
-    from cascade.train.trainer import TrainConfig, prepare, query_ndcg
+    from cascade.train.config import TrainConfig
+    from cascade.train.dev import query_ndcg
+    from cascade.train.prepare import prepare
 
     model = CrossEncoder(args.reranker)
     table = {}

@@ -256,7 +256,8 @@ def dev_curve(data: Path, cascade, model: str, limit: int | None = None,
     from cascade import CrossEncoder
     from cascade.evaluate.beir import load_split
     from cascade.train.data import dev_queries, hold_out
-    from cascade.train.trainer import TrainConfig, query_ndcg
+    from cascade.train.config import TrainConfig
+    from cascade.train.dev import query_ndcg
 
     config = TrainConfig(out=Path("unused"))  # only its dev-split defaults
     train = load_split(data, "train")

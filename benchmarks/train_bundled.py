@@ -36,8 +36,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "beir"
-TEACHER = ["train", str(DATA / "scifact"), "--easy-negatives", "8", "--epochs", "3", "--lr", "1e-4",
-           "--eval-every", "50", "--patience", "3"]
+TEACHER = ["train", str(DATA / "scifact"), str(DATA / "nfcorpus"), "--pseudo-queries", "2000", "--easy-negatives", "4",
+           "--max-positives", "8", "--lr", "1e-4", "--max-steps", "1200", "--eval-every", "100", "--patience", "4",
+           "--max-dev-queries", "100"]
 STUDENT = ["distill", "--layers", "3", str(DATA / "scifact"), "--epochs", "6", "--lr", "1e-4", "--max-negatives", "7",
            "--max-positives", "2", "--easy-negatives", "3", "--label-weight", "0.2", "--eval-every", "50",
            "--patience", "3"]

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
+RERANKER_CHOICE = "reranker.json"  # written by `cascade adapt`: the reranker this index's searches use by default
 COLLECTION = "bm25.json"
 BM25_DIR = "bm25"
 DENSE_DIR = "dense"
@@ -331,6 +332,21 @@ def read_manifest(root: Path) -> dict:
     if "/" in manifest["data"] or manifest["data"].startswith("."):
         raise CascadeError(f"{path} is corrupted: bad data folder name {manifest['data']!r}")
     return manifest
+
+
+def recorded_reranker(root: Path) -> str | None:
+    """The reranker `cascade adapt` recorded for this index: a model folder, "" for none (reranking did not
+    pay), or None when nothing is recorded (the usual default applies)."""
+    path = root / RERANKER_CHOICE
+    if not path.is_file():
+        return None
+    try:
+        choice = json.loads(path.read_text(encoding="utf-8"))["reranker"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise CascadeError(f"{path} is corrupted ({type(e).__name__}); delete it or rerun `cascade adapt`") from None
+    if choice is not None and not isinstance(choice, str):
+        raise CascadeError(f"{path} is corrupted: reranker must be a model path or null")
+    return choice or ""
 
 
 def _check_writable_target(root: Path) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from cascade.context import Context, Span, Tokenizer, assemble, window_position
 from cascade.documents import Document, unique
 from cascade.errors import CascadeError
-from cascade.index import MANIFEST, BuildStats, Index
+from cascade.index import MANIFEST, BuildStats, Index, recorded_reranker
 from cascade.models import DEFAULT_ENCODER
 from cascade.rerank import Reranker, RerankerChoice, load_reranker
 from cascade.rerank import budget
@@ -150,10 +150,16 @@ class Cascade:
     @classmethod
     def load(cls, path: str | Path, *, reranker: RerankerSpec = "auto", device: str | None = None,
              cache: CacheSpec = "memory", llm: LLMReranker | None = None) -> "Cascade":
-        """Open a saved index. `cache`: "memory" (in-process LRU), "none", or a redis:// URL to share scores."""
+        """Open a saved index. `cache`: "memory" (in-process LRU), "none", or a redis:// URL to share scores.
+        `reranker="auto"` follows the choice `cascade adapt` recorded in the index, if any."""
         index = Index.load(path)
-        return cls(index, Encoder(index.manifest["encoder"]["model"], device=device), choose_reranker(reranker, device),
-                   cache=cache, llm=llm)
+        recorded = recorded_reranker(Path(path)) if reranker == "auto" else None
+        if recorded is not None:
+            reranker = recorded or None
+        choice = choose_reranker(reranker, device)
+        if recorded == "":
+            choice.reason = "disabled: `cascade adapt` found that reranking does not pay on this index"
+        return cls(index, Encoder(index.manifest["encoder"]["model"], device=device), choice, cache=cache, llm=llm)
 
     def search(self, query: str, settings: SearchSettings | None = None, **changes) -> SearchResult:
         """The best `settings.top` hits for `query`: retrieve, fuse, rerank the head, within the budget.

@@ -8,9 +8,12 @@ import torch
 
 from cascade import CascadeError, CrossEncoder
 from cascade.cli import main
+from cascade.train.config import TrainConfig
 from cascade.train.data import hold_out
 from cascade.train.distill import score_with_teacher
-from cascade.train.trainer import TrainConfig, Trainer, keep_layers, prepare
+from cascade.train.prepare import prepare
+from cascade.train.surgery import keep_layers
+from cascade.train.trainer import Trainer
 from tests.conftest import beir_slice, make_cross_encoder
 
 

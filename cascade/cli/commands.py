@@ -47,8 +47,8 @@ def reranker_spec(args: argparse.Namespace) -> str | None:
 
 def cmd_index(args: argparse.Namespace) -> None:
     from cascade import Cascade
-    from cascade.runners import RayRunner
     from cascade.documents import iter_documents
+    from cascade.runners import RayRunner
 
     if args.late_interaction and args.no_late_interaction:
         raise CascadeError("--late-interaction and --no-late-interaction contradict each other; pick one")
@@ -224,14 +224,17 @@ def training_config(args: argparse.Namespace, **extra):
     import shlex
     from dataclasses import fields
 
-    from cascade.train.trainer import TrainConfig
+    from cascade.train.config import TrainConfig
 
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    if "source_weights" in given:
+        given["source_weights"] = dict(given["source_weights"])
     return TrainConfig(**{**given, "command": shlex.join(["cascade", *args.argv]), **extra})
 
 
 def run_training(args: argparse.Namespace, config, teacher: str | None = None) -> None:
-    from cascade.train.trainer import Trainer, prepare
+    from cascade.train.prepare import prepare
+    from cascade.train.trainer import Trainer
 
     trainer = Trainer
     if getattr(args, "kind", "cross-encoder") == "late-interaction":
@@ -247,7 +250,11 @@ def run_training(args: argparse.Namespace, config, teacher: str | None = None) -
                            progress=not args.quiet)
     result = trainer(config, data).run(progress=not args.quiet)
     print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min; best dev nDCG@10 {result.best_dev_ndcg:.4f} "
-          f"at step {result.best_step} (first stage {result.first_stage_dev_ndcg:.4f}); model in {args.out}")
+          f"at step {result.best_step} (first stage {result.first_stage_dev_ndcg:.4f}; mean over dev sources of the "
+          f"blended cascade); model in {args.out}")
+    for source, row in result.best_dev.items():
+        print(f"  {source}: first stage {row['first_stage']:.4f}, reranker alone {row['alone']:.4f}, "
+              f"blended {row['blended']:.4f}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -298,5 +305,24 @@ def cmd_distill(args: argparse.Namespace) -> None:
     run_training(args, config, teacher=teacher)
 
 
+def cmd_adapt(args: argparse.Namespace) -> None:
+    import shlex
+
+    from cascade.models import resolve
+    from cascade.train.adapt import adapt, adapt_config
+
+    changes = {k: getattr(args, k) for k in ("pseudo_queries", "max_steps", "lr", "batch_queries", "eval_every",
+                                              "max_length", "seed", "resume", "device")}
+    if args.base:
+        changes["base"] = resolve(args.base)
+    config = adapt_config(args.out, **changes, command=shlex.join(["cascade", *args.argv]))
+    report = adapt(args.index, config, progress=not args.quiet)
+    print(f"held-out pseudo-queries: {report.held_out}; nDCG@10 blended as search runs it (reranker alone):\n"
+          f"  first stage     {report.first_stage:.4f}\n"
+          f"  starting model  {report.base:.4f} ({report.base_alone:.4f})\n"
+          f"  adapted model   {report.adapted:.4f} ({report.adapted_alone:.4f})\n"
+          f"{report.verdict}; recorded in {args.index}/reranker.json")
+
+
 COMMANDS = {"index": cmd_index, "search": cmd_search, "context": cmd_context, "demo": cmd_demo, "eval": cmd_eval,
-            "sweep": cmd_sweep, "train": cmd_train, "distill": cmd_distill, "serve": cmd_serve}
+            "sweep": cmd_sweep, "train": cmd_train, "adapt": cmd_adapt, "distill": cmd_distill, "serve": cmd_serve}

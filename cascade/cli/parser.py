@@ -8,13 +8,13 @@ import os
 from typing import Sequence
 
 from cascade._version import __version__
-from cascade.evaluate.runner import CHAIN_DEPTHS, STAGES as EVAL_STAGES
+from cascade.evaluate.runner import CHAIN_DEPTHS
+from cascade.evaluate.runner import STAGES as EVAL_STAGES
 from cascade.models import DEFAULT_ENCODER
 from cascade.pipeline import CONTEXT_TOP
-from cascade.retrieve.dense import ANN_KINDS
 from cascade.rerank.cache import DEFAULT_TTL_S
+from cascade.retrieve.dense import ANN_KINDS
 from cascade.settings import NAMES, SearchSettings
-
 
 EXAMPLES = """\
 examples:
@@ -52,6 +52,29 @@ def non_negative(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def source_weight(text: str) -> tuple[str, float]:
+    """NAME=W: a training source (`scifact`, `pseudo:scifact`) and its sampling weight."""
+    name, sep, value = text.partition("=")
+    try:
+        weight = float(value)
+    except ValueError:
+        weight = -1.0
+    if not sep or not name or not weight >= 0 or weight == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT with a weight >= 0, got {text!r}")
+    return name, weight
+
+
+def pseudo_kinds(text: str) -> tuple[str, ...]:
+    from cascade.train.pseudo import KINDS
+
+    kinds = tuple(dict.fromkeys(k.strip() for k in text.split(",") if k.strip()))
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"unknown kind(s) {', '.join(unknown) or '(none)'}; choose from "
+                                         f"{', '.join(KINDS)}")
+    return kinds
 
 
 def budget(text: str) -> float | None:
@@ -205,6 +228,31 @@ def build_parser() -> argparse.ArgumentParser:
                         "judged data such as NFCorpus (~40 per query) this trains on the positives reranking sees")
     add_training_options(t)
 
+    a = sub.add_parser("adapt", help="adapt a reranker to an index's own documents, with no labels",
+                       description="Make pseudo-queries from the index's passages (titles, salient sentences, "
+                                   "keywords; kept when the first stage finds their source), fine-tune a copy of the "
+                                   "reranker on them with hard and contrast negatives, and compare first stage, "
+                                   "starting model and adapted model on held-out pseudo-queries. The index records the "
+                                   "winner in reranker.json, which searches then use by default; when reranking does "
+                                   "not pay on this corpus it says so and records none. Resumable with --resume.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  cascade adapt ./my-index --out ./my-index-reranker\n"
+                              "  cascade search ./my-index \"does caching lower tail latency?\"   # uses it")
+    a.add_argument("index", help="index directory written by `cascade index`")
+    a.add_argument("--out", required=True, help="adapted model folder (also holds checkpoint.pt for --resume)")
+    a.add_argument("--base", default=None, help="the reranker to start from (default: the bundled cascade-reranker)")
+    a.add_argument("--pseudo-queries", type=positive, default=2000, metavar="N",
+                   help="pseudo-queries to make, 10%% held out to judge (2000)")
+    a.add_argument("--max-steps", type=positive, default=300, help="training steps (300)")
+    a.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (2e-5: adapt, do not relearn)")
+    a.add_argument("--batch-queries", type=positive, default=8, help="queries per step (8)")
+    a.add_argument("--eval-every", type=positive, default=50, help="steps between held-out evaluations (50)")
+    a.add_argument("--max-length", type=positive, default=256, help="tokens per (query, passage) pair (256)")
+    a.add_argument("--seed", type=int, default=13, help="seed for pseudo-queries, hold-out and sampling (13)")
+    a.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    a.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    a.add_argument("--quiet", action="store_true", help="no progress bars")
+
     k = sub.add_parser("distill", help="distil a cross-encoder into a smaller, faster student",
                        description="Score every training pair once with the teacher (cached in OUT), initialise a "
                                    "student from N of the teacher's layers, and train it on the teacher's scores "
@@ -251,6 +299,22 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
                    help="skip the top N first-stage candidates when mining negatives (likely unjudged positives)")
     p.add_argument("--easy-negatives", type=non_negative, default=0,
                    help="random corpus passages added to each query's pool of hard negatives (0)")
+    p.add_argument("--pseudo-queries", type=non_negative, default=0, metavar="N",
+                   help="also make up to N pseudo-queries per data set from its corpus, no labels read: titles, "
+                        "salient sentences (inverse cloze) and keywords, kept when the first stage finds their "
+                        "source, with hard and contrast negatives (0: none)")
+    p.add_argument("--pseudo-kinds", type=pseudo_kinds, default=("title", "cloze", "keywords"), metavar="KINDS",
+                   help="comma-separated kinds of pseudo-query (title,cloze,keywords)")
+    p.add_argument("--pseudo-keep-top", type=positive, default=20, metavar="N",
+                   help="keep a pseudo-query only if the first stage ranks its source in its top N (20)")
+    p.add_argument("--pseudo-skip-top", type=non_negative, default=3, metavar="N",
+                   help="pseudo-query hard negatives start below the first stage's top N (3)")
+    p.add_argument("--no-labels", dest="labels", action="store_false",
+                   help="read no qrels: train on pseudo-queries and choose the checkpoint on held-out ones "
+                        "(label-free adaptation to a corpus; needs --pseudo-queries)")
+    p.add_argument("--source-weight", dest="source_weights", type=source_weight, action="append", default=[],
+                   metavar="NAME=W", help="sampling weight of a source, e.g. nfcorpus=0.5 or pseudo:scifact=2 "
+                                          "(repeatable; every source 1 by default)")
     p.add_argument("--seed", type=int, default=13, help="seed for sampling, hold-out and initialisation (13)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--save-dtype", choices=("fp32", "bf16"), default="fp32",

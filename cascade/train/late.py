@@ -18,7 +18,8 @@ from cascade.fileio import atomic_write
 from cascade.inference import autocast
 from cascade.rerank.late_interaction import CONFIG, PROJECTION, LateInteraction, TokenEncoder, load_projection
 from cascade.train.data import Example
-from cascade.train.trainer import Trainer, no_attention_dropout
+from cascade.train.surgery import no_attention_dropout
+from cascade.train.trainer import Trainer
 
 DEFAULT_DIM = 128  # ColBERT's: a third of MiniLM's 384 per stored token
 

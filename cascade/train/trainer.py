@@ -9,11 +9,9 @@ from __future__ import annotations
 import io
 import json
 import math
-import platform
 import random
-import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -22,120 +20,20 @@ import torch
 from tqdm.auto import tqdm
 
 from cascade.errors import CascadeError
-from cascade.evaluate.beir import load_split
-from cascade.evaluate.metrics import ndcg_at, ranked
-from cascade.evaluate.runner import open_cascade
 from cascade.fileio import atomic_write
 from cascade.inference import autocast, autocast_dtype, pick_device, quiet_transformers
-from cascade.models import DEFAULT_ENCODER, bundled_path, resolve
+from cascade.models import resolve
 from cascade.rerank.cross_encoder import CrossEncoder
-from cascade.train.data import DevQuery, Example, dev_queries, hold_out, mine
+from cascade.train.card import model_card
+from cascade.train.config import TrainConfig, TrainData, TrainResult
+from cascade.train.data import Example
+from cascade.train.dev import dev_report, selection_score
 from cascade.train.losses import DISTILL_LOSSES, get_loss
+from cascade.train.surgery import keep_layers, no_attention_dropout, param_groups
 
 CHECKPOINT = "checkpoint.pt"
 FRESH_HEAD_LR = 1e-3
-
-
-@dataclass
-class TrainConfig:
-    out: str
-    base: str = DEFAULT_ENCODER
-    loss: str = "listwise"
-    negatives: int = 7
-    batch_queries: int = 8
-    grad_accum: int = 1
-    lr: float = 3e-5
-    head_lr: float | None = None  # pooler + classifier; None: 1e-3 when the head is freshly initialised, else lr
-    epochs: float = 1.0
-    max_steps: int | None = None
-    warmup: float = 0.1
-    max_length: int = 256
-    eval_every: int = 50
-    patience: int = 4
-    mine_depth: int = 30
-    skip_top: int = 0
-    max_negatives: int | None = None  # hardest negatives kept per query (bounds teacher scoring)
-    easy_negatives: int = 0  # random corpus passages added to each query's negative pool
-    max_positives: int | None = None  # judged positives kept per query (bounds teacher scoring on dense qrels)
-    dev_fraction: float = 0.1
-    max_dev_queries: int | None = None  # per dataset: bounds the cost of each dev evaluation
-    seed: int = 13
-    device: str | None = None
-    precision: str = "auto"
-    resume: bool = False
-    teacher: str | None = None  # distillation: the model whose scores the student learns
-    distill_loss: str = "margin-mse"
-    label_weight: float = 0.0  # distillation: share of the label loss mixed into the teacher loss
-    layers: int | None = None  # keep this many of the base model's layers (a student)
-    save_dtype: str = "fp32"  # bf16 halves the folder (what the bundled model ships as)
-    late_dim: int | None = None  # late interaction: projection size for a base without one (default 128)
-    command: str = "Python API (cascade.train.trainer)"
-
-
-@dataclass
-class TrainResult:
-    steps: int
-    best_step: int
-    best_dev_ndcg: float
-    first_stage_dev_ndcg: float
-    seconds: float
-    history: list[dict] = field(default_factory=list)
-
-
-@dataclass
-class TrainData:
-    examples: list[Example]
-    dev: list[DevQuery]
-    sources: list[dict]
-
-
-def prepare(datasets: Sequence[str | Path], config: TrainConfig, progress: bool = True,
-            mine_train: bool = True) -> TrainData:
-    """Mine examples from each dataset's train split (unless `mine_train` is False: dev studies need only dev);
-    dev from its dev split or a seeded 10% hold-out."""
-    examples, dev, sources = [], [], []
-    for path in map(Path, datasets):
-        train = load_split(path, "train")
-        if (path / "qrels" / "dev.tsv").is_file():
-            dev_split = load_split(path, "dev")
-            train_ids, dev_ids, dev_source = list(train.queries), list(dev_split.queries), "dev split"
-            dev_texts, dev_qrels = dev_split.queries, dev_split.qrels
-        else:
-            train_ids, dev_ids = hold_out(list(train.queries), config.dev_fraction, config.seed)
-            dev_texts, dev_qrels, dev_source = train.queries, train.qrels, f"seeded {config.dev_fraction:.0%} of train"
-        if config.max_dev_queries and len(dev_ids) > config.max_dev_queries:
-            dev_ids = sorted(random.Random(config.seed).sample(sorted(dev_ids), config.max_dev_queries))
-            dev_source += f", seeded sample of {config.max_dev_queries}"
-        cascade = open_cascade(path, None, reranker=None, progress=progress)
-        mined = mine(cascade, {q: train.queries[q] for q in train_ids}, train.qrels, config.mine_depth,
-                     config.skip_top, config.max_negatives, config.easy_negatives, config.seed,
-                     config.max_positives, progress) if mine_train else []
-        held = dev_queries(cascade, {q: dev_texts[q] for q in dev_ids}, dev_qrels, config.mine_depth, progress)
-        examples += mined
-        dev += held
-        sources.append({"dataset": path.name, "train_queries": len(mined), "dev_queries": len(held),
-                        "dev": dev_source})
-    return TrainData(examples, dev, sources)
-
-
-def query_ndcg(q: DevQuery, scores: np.ndarray) -> float:
-    """nDCG@10 of a dev query's candidates ordered by `scores`; a document scores its best passage (MaxP)."""
-    run: dict[str, float] = {}
-    for (doc, _), s in sorted(zip(q.candidates, scores.tolist()), key=lambda x: -x[1]):
-        run.setdefault(doc, s)
-    return ndcg_at(ranked(run), q.rels, 10)
-
-
-def dev_ndcg(scorer: CrossEncoder | None, dev: Sequence[DevQuery], batch_size: int = 16) -> float:
-    """Mean nDCG@10 after reranking each dev query's candidates (None: first-stage order)."""
-    total = 0.0
-    for q in dev:
-        if scorer is None:
-            scores = -np.arange(len(q.candidates), dtype=float)
-        else:
-            scores = scorer.predict([(q.query, text) for _, text in q.candidates], batch_size=batch_size)
-        total += query_ndcg(q, scores)
-    return total / max(len(dev), 1)
+GRADED_SHARE = 0.5  # how often a graded query's list also holds a lower-graded positive, to learn 2 > 1 > 0
 
 
 class Trainer:
@@ -176,6 +74,7 @@ class Trainer:
             self.optimizer,
             lambda s: min((s + 1) / warm, max(0.0, (self.total_steps - s) / max(1, self.total_steps - warm))))
         self.step, self.best, self.best_step, self.bad_evals = 0, -1.0, 0, 0
+        self.best_dev: dict[str, dict[str, float]] = {}
         self.best_state: dict | None = None
         self.history: list[dict] = []
         self.order: list[int] = []  # example indices still to visit this epoch (checkpointed: resume is exact)
@@ -197,14 +96,34 @@ class Trainer:
     def scorer(self) -> CrossEncoder:
         return CrossEncoder.wrap(self.model, self.tokenizer, "training", self.config.precision, self.config.max_length)
 
-    def sample(self, batch: Sequence[Example]) -> list[tuple[Example, str]]:
-        """Per query: one positive, then `negatives` hard negatives (with replacement if too few)."""
-        pairs = []
+    def sample(self, batch: Sequence[Example]) -> tuple[list[tuple[Example, str]], torch.Tensor]:
+        """Per query: one positive, then `negatives` hard negatives (with replacement if too few); and each
+        item's target gain relative to the positive (2^grade - 1). A graded query's list sometimes holds a
+        lower-graded positive in place of its first negative, so the model also learns 2 > 1."""
+        pairs, targets = [], []
+        n = self.config.negatives
         for ex in batch:
-            negs = (self.rng.sample(ex.negatives, self.config.negatives) if len(ex.negatives) >= self.config.negatives
-                    else self.rng.choices(ex.negatives, k=self.config.negatives))
-            pairs += [(ex, self.rng.choice(ex.positives))] + [(ex, n) for n in negs]
-        return pairs
+            negs = (self.rng.sample(ex.negatives, n) if len(ex.negatives) >= n else self.rng.choices(ex.negatives, k=n))
+            k = self.rng.randrange(len(ex.positives))
+            gains = [2.0 ** ex.grade(k) - 1] + [0.0] * n
+            lower = [j for j in range(len(ex.positives)) if 0 < ex.grade(j) < ex.grade(k)]
+            if lower and self.rng.random() < GRADED_SHARE:
+                j = self.rng.choice(lower)
+                negs[0], gains[1] = ex.positives[j], 2.0 ** ex.grade(j) - 1
+            pairs += [(ex, ex.positives[k])] + [(ex, d) for d in negs]
+            targets.append([g / gains[0] for g in gains])
+        return pairs, torch.tensor(targets, device=self.device)
+
+    def epoch_order(self) -> list[int]:
+        """One epoch's example indices: each source drawn in proportion to its weight (1 unless told) times its
+        size, so `source_weights` tilts the mix without repeating or dropping a source's examples wholesale."""
+        examples, weights = self.data.examples, self.config.source_weights
+        unknown = set(weights) - {ex.source for ex in examples}
+        if unknown:
+            raise CascadeError(f"source_weights names unknown source(s) {', '.join(sorted(unknown))}; the sources are "
+                               f"{', '.join(sorted({ex.source for ex in examples}))}")
+        return self.rng.choices(range(len(examples)), weights=[weights.get(ex.source, 1.0) for ex in examples],
+                                k=len(examples)) if weights else self.rng.sample(range(len(examples)), len(examples))
 
     def pair_scores(self, pairs: Sequence[tuple[Example, str]]) -> torch.Tensor:
         """Differentiable float32 scores of (example's query, passage) pairs."""
@@ -214,32 +133,32 @@ class Trainer:
             return self.model(**features).logits.float().view(-1)
 
     def batch_loss(self, batch: Sequence[Example]) -> torch.Tensor:
-        pairs = self.sample(batch)
+        pairs, targets = self.sample(batch)
         scores = self.pair_scores(pairs).view(len(batch), 1 + self.config.negatives)
         if self.distill_fn is None:
-            return self.loss_fn(scores)
+            return self.loss_fn(scores, targets)
         teacher = torch.tensor([ex.teacher[d] for ex, d in pairs], device=self.device).view_as(scores)
         w = self.config.label_weight
-        return (1 - w) * self.distill_fn(scores, teacher) + (w * self.loss_fn(scores) if w else 0.0)
+        return (1 - w) * self.distill_fn(scores, teacher) + (w * self.loss_fn(scores, targets) if w else 0.0)
 
-    def evaluate(self) -> float:
+    def evaluate(self) -> dict[str, dict[str, float]]:
         self.model.eval()
-        value = dev_ndcg(self.scorer(), self.data.dev)
+        report = dev_report(self.scorer(), self.data.dev)
         self.model.train()
-        return value
+        return report
 
     def run(self, progress: bool = True) -> TrainResult:
         start = time.perf_counter()
         if self.config.resume:
             self.load_checkpoint()
-        first_stage = dev_ndcg(None, self.data.dev)
+        first_stage = selection_score(dev_report(None, self.data.dev))
         self.model.train()
         bar = tqdm(total=self.total_steps, initial=self.step, desc="training", unit="step", disable=not progress)
         while self.step < self.total_steps and self.bad_evals < self.config.patience:
             losses = []
             for _ in range(self.config.grad_accum):
                 if len(self.order) < self.config.batch_queries:
-                    self.order += self.rng.sample(range(len(self.data.examples)), len(self.data.examples))
+                    self.order += self.epoch_order()
                 batch = [self.data.examples[i] for i in self.order[: self.config.batch_queries]]
                 del self.order[: self.config.batch_queries]
                 loss = self.batch_loss(batch) / self.config.grad_accum
@@ -253,9 +172,10 @@ class Trainer:
             entry = {"step": self.step, "loss": sum(losses)}
             self.history.append(entry)  # before any checkpoint, so a resumed run keeps every step
             if self.step % self.config.eval_every == 0 or self.step == self.total_steps:
-                entry["dev_ndcg@10"] = ndcg = self.evaluate()
+                entry["dev"] = report = self.evaluate()
+                entry["dev_ndcg@10"] = ndcg = selection_score(report)
                 if ndcg > self.best:
-                    self.best, self.best_step, self.bad_evals = ndcg, self.step, 0
+                    self.best, self.best_step, self.bad_evals, self.best_dev = ndcg, self.step, 0, report
                     self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
                 else:
                     self.bad_evals += 1
@@ -265,7 +185,7 @@ class Trainer:
         bar.close()
         result = TrainResult(steps=self.step, best_step=self.best_step, best_dev_ndcg=self.best,
                              first_stage_dev_ndcg=first_stage, seconds=time.perf_counter() - start,
-                             history=self.history)
+                             history=self.history, best_dev=self.best_dev)
         self.save_model(result)
         return result
 
@@ -274,6 +194,7 @@ class Trainer:
         torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(), "step": self.step, "best": self.best,
                     "best_step": self.best_step, "bad_evals": self.bad_evals, "best_state": self.best_state,
+                    "best_dev": self.best_dev,
                     "history": self.history, "order": self.order, "rng": self.rng.getstate(),
                     "torch_rng": torch.get_rng_state(),
                     "config": asdict(self.config)}, buf)
@@ -289,7 +210,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.best, self.best_step = state["step"], state["best"], state["best_step"]
         self.bad_evals, self.best_state, self.history = state["bad_evals"], state["best_state"], state["history"]
-        self.order = state["order"]
+        self.order, self.best_dev = state["order"], state.get("best_dev", {})
         self.rng.setstate(state["rng"])
         torch.set_rng_state(state["torch_rng"])
 
@@ -306,110 +227,3 @@ class Trainer:
     def save_weights(self, dtype: torch.dtype) -> None:
         self.model.config.architectures = [type(self.model).__name__]
         self.model.to(dtype).save_pretrained(self.out)
-
-
-def no_attention_dropout(model_config) -> None:
-    """Dropout on attention probabilities forces SDPA off its fused kernel: 3.5x slower steps on the AMX CPU
-    (measured), for a regulariser fine-tuning does not need; hidden dropout stays."""
-    if hasattr(model_config, "attention_probs_dropout_prob"):
-        model_config.attention_probs_dropout_prob = 0.0
-
-
-def param_groups(model: torch.nn.Module, lr: float, head_lr: float) -> list[dict]:
-    """The encoder at `lr`; the pooler and classifier at `head_lr`.
-
-    Adam moves each weight by about lr per step, so a freshly initialised head (weights ~0.02) at an
-    encoder's 3e-5 needs hundreds of steps before scores differ at all: the loss sits at log(N).
-    """
-    head, body = [], []
-    for name, p in model.named_parameters():
-        (head if name.startswith("classifier") or ".pooler." in name else body).append(p)
-    return [{"params": body, "lr": lr}, {"params": head, "lr": head_lr}]
-
-
-def base_license(base: str) -> str:
-    """The base weights' license, which a fine-tuned model inherits (read from a local model card)."""
-    if base == DEFAULT_ENCODER or Path(base) == bundled_path(DEFAULT_ENCODER):
-        return "sentence-transformers/all-MiniLM-L6-v2, license Apache-2.0"
-    card = Path(base) / "README.md"
-    if card.is_file():
-        found = re.search(r"^license:\s*(\S+)", card.read_text(encoding="utf-8", errors="replace"), re.MULTILINE)
-        if found:
-            return f"license {found.group(1)}, from its model card"
-    return "see its own model card for its license, which this model inherits"
-
-
-def distilled(config: TrainConfig) -> str:
-    if not config.teacher:
-        return ""
-    return (f"Distilled from `{config.teacher}` into {config.layers or 'all'} of its layers: `{config.distill_loss}` on "
-            f"the teacher's scores, mixed with {config.label_weight:.0%} label loss.\n")
-
-
-def keep_layers(model: torch.nn.Module, n: int) -> list[int]:
-    """Cut a BERT-like encoder to `n` of its layers, evenly spaced and keeping the first and last.
-
-    The student starts from the teacher's own weights, so distillation refines rather than relearns.
-    """
-    encoder = getattr(model.base_model, "encoder", None)
-    layers = getattr(encoder, "layer", None)
-    if not isinstance(layers, torch.nn.ModuleList):
-        raise CascadeError(f"cannot pick layers of a {type(model).__name__}: expected a BERT-like encoder.layer list")
-    if not 1 <= n <= len(layers):
-        raise CascadeError(f"layers must be between 1 and {len(layers)} (the base model's depth), got {n}")
-    keep = sorted({round(i * (len(layers) - 1) / max(n - 1, 1)) for i in range(n)})
-    encoder.layer = torch.nn.ModuleList(layers[i] for i in keep)
-    model.config.num_hidden_layers = n
-    return keep
-
-
-CARDS = {
-    "cross-encoder": ("text-classification", "cross-encoder", "Cascade cross-encoder reranker",
-                      "A one-logit sequence-classification model: score = relevance of (query, passage). Loads "
-                      "unchanged in\n`transformers` (AutoModelForSequenceClassification) and sentence-transformers' "
-                      "`CrossEncoder`."),
-    "late-interaction": ("feature-extraction", "late-interaction", "Cascade late-interaction encoder",
-                         "A token encoder for ColBERT-style MaxSim: `transformers` AutoModel weights plus a linear "
-                         "projection\n(`late_interaction.json`, `late_projection.safetensors`). Use it with "
-                         "`cascade index --late-interaction DIR`\nor `LateInteraction(DIR)`."),
-}
-
-
-def model_card(config: TrainConfig, data: TrainData, result: TrainResult, kind: str = "cross-encoder") -> str:
-    pipeline, tag, title, what = CARDS[kind]
-    hardware = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
-    sources = "\n".join(f"- {s['dataset']}: {s['train_queries']} training queries, {s['dev_queries']} dev queries "
-                        f"({s['dev']})" for s in data.sources)
-    return f"""---
-license: apache-2.0
-library_name: transformers
-pipeline_tag: {pipeline}
-tags: [{tag}, reranker, cascade]
----
-# {title}
-
-{what}
-
-## Base model
-`{config.base}` ({base_license(config.base)}).
-
-## Training data
-{sources}
-
-Hard negatives: the top {config.mine_depth} of Cascade's hybrid first stage minus judged positives
-(skipping the top {config.skip_top}), plus {config.easy_negatives} random corpus passages per query.
-
-## Training
-{distilled(config)}Loss `{config.loss}` with 1 positive + {config.negatives} negatives per query,
-{config.batch_queries} queries per step x {config.grad_accum} accumulation, lr {config.lr}, max length
-{config.max_length}, seed {config.seed}; {result.steps} steps in {result.seconds / 60:.1f} min on
-{platform.machine()} ({hardware}).
-Checkpoint chosen at step {result.best_step} by dev nDCG@10 of reranking the first stage's top {config.mine_depth}.
-
-Command: `{config.command}`
-
-## Dev results (nDCG@10, reranking the top {config.mine_depth})
-| first stage (hybrid RRF) | this reranker |
-|---:|---:|
-| {result.first_stage_dev_ndcg:.4f} | {result.best_dev_ndcg:.4f} |
-"""

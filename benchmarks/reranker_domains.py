@@ -1,0 +1,86 @@
+"""Does a reranker help on every domain? Dev nDCG@10 per domain: first stage, reranker alone, blended.
+
+    python benchmarks/reranker_domains.py [--model NAME=PATH ...] [--name reranker-domains]
+
+Dev sets only (the test splits are for beir_eval.py): SciFact's seeded 10% of train that `cascade train`
+holds out, and NFCorpus's dev split (all 324 queries). Each query's hybrid top 30 is scored once per model,
+then read three ways: first-stage order, the reranker alone, and blended with the first stage as search runs
+it (cascade/rerank/blend.py). The mean over domains is what checkpoint choice maximises. A model trained
+without one domain (leave-one-domain-out) is just another --model row: its row on that domain is the number
+that says whether the recipe generalises. Writes benchmarks/results/NAME.{json,md} and the README table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from batch_invariance import cpu_flags
+from beir_eval import splice_readme
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "beir"
+RESULTS = ROOT / "benchmarks" / "results"
+DOMAINS = ("scifact", "nfcorpus")
+
+
+def model_arg(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=model_arg, action="append", default=[], metavar="NAME=PATH",
+                        help="a reranker to measure (repeatable; default: the bundled cascade-reranker)")
+    parser.add_argument("--name", default="reranker-domains", help="output name under benchmarks/results/")
+    args = parser.parse_args()
+
+    from cascade.rerank import CrossEncoder
+    from cascade.train.config import TrainConfig
+    from cascade.train.dev import dev_report
+    from cascade.train.prepare import prepare
+
+    models = args.model or [("cascade-reranker", "cascade-reranker")]
+    dev = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in DOMAINS:
+            dev += prepare([DATA / name], TrainConfig(out=tmp), progress=False, mine_train=False).dev
+    rows = {}
+    for name, path in models:
+        start = time.perf_counter()
+        report = dev_report(CrossEncoder(path), dev, batch_size=8)
+        rows[name] = {"path": path, "seconds": round(time.perf_counter() - start, 1), "domains": report}
+        print(name, json.dumps(report), flush=True)
+    machine = {"cpu": platform.processor() or platform.machine(), "flags": cpu_flags()}
+    counts = {d: sum(q.source == d for q in dev) for d in DOMAINS}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({"machine": machine, "dev_queries": counts,
+                                                           "models": rows}, indent=2) + "\n")
+    first = {d: next(iter(rows.values()))["domains"][d]["first_stage"] for d in DOMAINS}
+    lines = [f"Dev nDCG@10 (SciFact: {counts['scifact']} held-out train queries; NFCorpus: {counts['nfcorpus']} dev "
+             "queries), hybrid top 30 reranked; blended = what search runs. In brackets: change over the first stage.\n",
+             "| reranker | " + " | ".join(f"{d} alone | {d} blended" for d in DOMAINS) + " | mean blended |",
+             "|---|" + "---:|---:|" * len(DOMAINS) + "---:|",
+             "| first stage (hybrid) | " + " | ".join(f"{first[d]:.4f} | {first[d]:.4f}" for d in DOMAINS)
+             + f" | {sum(first.values()) / len(DOMAINS):.4f} |"]
+    for name, row in rows.items():
+        cells = [f"{row['domains'][d]['alone']:.4f} ({row['domains'][d]['alone'] - first[d]:+.3f}) | "
+                 f"{row['domains'][d]['blended']:.4f} ({row['domains'][d]['blended'] - first[d]:+.3f})" for d in DOMAINS]
+        mean = sum(row["domains"][d]["blended"] for d in DOMAINS) / len(DOMAINS)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean:.4f} |")
+    table = "\n".join(lines) + "\n"
+    (RESULTS / f"{args.name}.md").write_text(table)
+    if args.name == "reranker-domains":
+        splice_readme("reranker-domains", table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

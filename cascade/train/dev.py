@@ -1,0 +1,52 @@
+"""Dev scoring for checkpoint choice: rerank each dev query's first-stage candidates, score nDCG@10.
+
+Selection reads the mean over dev sources (data sets), never the pooled mean, so a large domain cannot
+outvote a small one; and it reads the cascade as search runs it, the reranker blended with the first
+stage (rerank/blend.py), with the reranker alone reported beside it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+
+from cascade.evaluate.metrics import ndcg_at, ranked
+from cascade.rerank.blend import DEFAULT_BLEND, blended_scores
+from cascade.rerank.cross_encoder import CrossEncoder
+from cascade.train.data import DevQuery
+
+VIEWS = ("first_stage", "alone", "blended")
+
+
+def query_ndcg(q: DevQuery, scores: np.ndarray) -> float:
+    """nDCG@10 of a dev query's candidates ordered by `scores`; a document scores its best passage (MaxP)."""
+    run: dict[str, float] = {}
+    for (doc, _), s in sorted(zip(q.candidates, scores.tolist()), key=lambda x: -x[1]):
+        run.setdefault(doc, s)
+    return ndcg_at(ranked(run), q.rels, 10)
+
+
+def dev_report(scorer: CrossEncoder | None, dev: Sequence[DevQuery], blend: float = DEFAULT_BLEND,
+               batch_size: int = 16) -> dict[str, dict[str, float]]:
+    """Per source, the mean nDCG@10 of the first stage, the reranker alone and the blended cascade
+    (without a scorer, all three are the first stage's)."""
+    sums: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(VIEWS, 0.0))
+    counts: dict[str, int] = defaultdict(int)
+    for q in dev:
+        first = -np.arange(len(q.candidates), dtype=float)
+        scores = first if scorer is None else scorer.predict([(q.query, t) for _, t in q.candidates],
+                                                             batch_size=batch_size)
+        ranks = np.arange(1, len(q.candidates) + 1)
+        row = sums[q.source]
+        row["first_stage"] += query_ndcg(q, first)
+        row["alone"] += query_ndcg(q, scores)
+        row["blended"] += query_ndcg(q, blended_scores(np.asarray(scores), ranks, blend))
+        counts[q.source] += 1
+    return {s: {v: total / counts[s] for v, total in row.items()} for s, row in sums.items()}
+
+
+def selection_score(report: dict[str, dict[str, float]], view: str = "blended") -> float:
+    """The mean over sources of one view: what checkpoint choice maximises."""
+    return float(np.mean([row[view] for row in report.values()])) if report else 0.0
