@@ -62,6 +62,25 @@ def test_rerank_speaks_the_cohere_shape(client, ce):
     assert len(bare["results"]) == 3 and "document" not in bare["results"][0]
 
 
+def test_cohere_sdks_v1_and_v2_work_unchanged(client, ce):
+    """The real Cohere SDKs post to /v1/rerank and /v2/rerank and parse our answer; a top_n larger than the
+    documents (LangChain's default 3, LlamaIndex's 2) returns them all, as Cohere does."""
+    import cohere
+
+    texts = ["Rate limiting increases latency under load.", "Tides follow the Moon."]
+    want = np.argsort(-ce.predict([(QUERY, t) for t in texts])).tolist()
+    v1 = cohere.Client(api_key="unused", base_url=str(client.base_url), httpx_client=client)
+    got = v1.rerank(model="rerank-english-v3.0", query=QUERY, documents=texts, top_n=3, return_documents=True)
+    assert [r.index for r in got.results] == want and got.results[0].document.text == texts[want[0]]
+    assert got.id and 0 < len(got.results) == 2
+    v2 = cohere.ClientV2(api_key="unused", base_url=str(client.base_url), httpx_client=client)
+    got = v2.rerank(model="rerank-v3.5", query=QUERY, documents=texts, top_n=1)
+    assert [r.index for r in got.results] == want[:1]
+    assert got.results[0].relevance_score == pytest.approx(float(ce.predict([(QUERY, texts[want[0]])])[0]), abs=1e-5)
+    metrics = client.get("/metrics").text
+    assert 'route="/v1/rerank"' in metrics and 'route="/v2/rerank"' in metrics
+
+
 def test_over_long_documents_are_truncated_and_reported(ce, small_index):
     with make_client(ce) as c:  # works without an index
         long_doc = "latency " * 2000
@@ -73,8 +92,8 @@ def test_over_long_documents_are_truncated_and_reported(ce, small_index):
     ({"query": "  ", "documents": ["a"]}, 422, "query", "query is empty"),
     ({"query": "q", "documents": []}, 422, "documents", "at least 1"),
     ({"query": "q", "documents": ["a"] * 6}, 422, "documents", "at most 5"),
-    ({"query": "q", "documents": ["a", "b"], "top_n": 0}, 422, "top_n", "between 1 and"),
-    ({"query": "q", "documents": ["a", "b"], "top_n": 3}, 422, "top_n", "between 1 and"),
+    ({"query": "q", "documents": ["a", "b"], "top_n": 0}, 422, "top_n", "at least 1"),
+    ({"query": "q", "documents": ["a", "b"], "top_n": -2}, 422, "top_n", "at least 1"),
     ({"query": 5, "documents": ["a"]}, 422, "query", "string"),
     ({"query": "q", "documents": "a"}, 422, "documents", "list"),
     ({"query": "q", "documents": [{"id": "x"}]}, 422, "documents.0", ""),

@@ -15,6 +15,7 @@ import hmac
 import logging
 import signal
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
@@ -192,16 +193,18 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
     auth = [Depends(authorised)]
 
     @app.post("/rerank", dependencies=auth)
+    @app.post("/v1/rerank", dependencies=auth)
+    @app.post("/v2/rerank", dependencies=auth)
     async def rerank(body: RerankRequest) -> dict:
-        """Score every document against the query; best first. Cohere/Jina request and response shape."""
+        """Score every document against the query; best first. Cohere/Jina request and response shape, on the
+        paths Cohere's v1 and v2 SDKs (and LangChain's and LlamaIndex's Cohere rerankers) post to."""
         docs = [d if isinstance(d, Document) else Document(text=d) for d in body.documents]
         if len(docs) > config.max_documents:
             return error(422, f"documents: {len(docs)} documents, at most {config.max_documents} per request",
                          "documents")
-        top_n = body.top_n if body.top_n is not None else len(docs)
-        if not 1 <= top_n <= len(docs):
-            return error(422, f"top_n: must be between 1 and the number of documents ({len(docs)}), got {top_n}",
-                         "top_n")
+        if body.top_n is not None and body.top_n < 1:
+            return error(422, f"top_n: must be at least 1, got {body.top_n}", "top_n")
+        top_n = min(body.top_n or len(docs), len(docs))  # more than there are: all of them, as Cohere answers
         start = time.perf_counter()
         pairs = [(body.query, d.text) for d in docs]
         scores = await batcher.score(pairs)
@@ -212,7 +215,7 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
         truncated = await run_in_threadpool(truncated_documents, checker, getattr(reranker, "max_length", None),
                                             body.query, [d.text for d in docs])
         metrics.observe_stage("rerank", time.perf_counter() - start)
-        return {"results": results, "model": reranker.model_id,
+        return {"id": str(uuid.uuid4()), "results": results, "model": reranker.model_id,
                 "timings_ms": {"rerank": round((time.perf_counter() - start) * 1000, 2)},
                 "meta": {"truncated_documents": truncated, "max_tokens": getattr(reranker, "max_length", None)}}
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-ROUTES = {"/rerank", "/search", "/health", "/metrics", "/admin/reload", "/docs", "/openapi.json"}
+ROUTES = {"/rerank", "/v1/rerank", "/v2/rerank", "/search", "/context", "/health", "/metrics", "/admin/reload", "/docs",
+          "/openapi.json"}
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
