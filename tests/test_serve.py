@@ -81,6 +81,24 @@ def test_cohere_sdks_v1_and_v2_work_unchanged(client, ce):
     assert 'route="/v1/rerank"' in metrics and 'route="/v2/rerank"' in metrics
 
 
+def test_rerank_speaks_tei_when_sent_texts(client, ce):
+    """TEI's request ({"query", "texts"}) gets TEI's answer: a bare list of {index, score[, text]}, sigmoid
+    scores unless raw_scores."""
+    texts = ["Rate limiting increases latency under load.", "Tides follow the Moon."]
+    logits = ce.predict([(QUERY, t) for t in texts])
+    body = client.post("/rerank", json={"query": QUERY, "texts": texts, "return_text": True}).json()
+    assert [x["index"] for x in body] == np.argsort(-logits).tolist()
+    for x in body:
+        assert x["score"] == pytest.approx(1 / (1 + np.exp(-logits[x["index"]])), abs=1e-5) and 0 < x["score"] < 1
+        assert x["text"] == texts[x["index"]]
+    raw = client.post("/rerank", json={"query": QUERY, "texts": texts, "raw_scores": True, "truncate": True}).json()
+    assert [x["score"] for x in raw] == pytest.approx(sorted(logits.tolist(), reverse=True), abs=1e-5)
+    assert "text" not in raw[0]
+    for both in ({"query": QUERY, "texts": texts, "documents": texts}, {"query": QUERY}):
+        r = client.post("/rerank", json=both)
+        assert r.status_code == 422 and r.json()["field"] == "documents" and "one of the two" in r.json()["message"]
+
+
 def test_over_long_documents_are_truncated_and_reported(ce, small_index):
     with make_client(ce) as c:  # works without an index
         long_doc = "latency " * 2000
@@ -98,6 +116,7 @@ def test_over_long_documents_are_truncated_and_reported(ce, small_index):
     ({"query": "q", "documents": "a"}, 422, "documents", "list"),
     ({"query": "q", "documents": [{"id": "x"}]}, 422, "documents.0", ""),
     ({"documents": ["a"]}, 422, "query", "required"),
+    ({"query": "q", "texts": []}, 422, "texts", "at least 1"),
 ])
 def test_rerank_refuses_bad_input_naming_the_field(client, payload, status, field, words):
     r = client.post("/rerank", json=payload)

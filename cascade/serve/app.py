@@ -13,6 +13,7 @@ import asyncio
 import copy
 import hmac
 import logging
+import math
 import signal
 import time
 import uuid
@@ -79,13 +80,17 @@ class Document(BaseModel):
 
 
 class RerankRequest(BaseModel):
-    """Cohere/Jina rerank request. Their `model` field is accepted and ignored: this server runs one model."""
+    """Cohere/Jina rerank request (`documents`), or TEI's (`texts`, answered in TEI's list shape). Their
+    `model` and TEI's `truncate` are accepted and ignored: this server runs one model and always truncates."""
 
     model_config = ConfigDict(extra="ignore")
     query: Query
-    documents: list[Text | Document] = Field(min_length=1)
+    documents: list[Text | Document] | None = Field(None, min_length=1)
+    texts: list[Text] | None = Field(None, min_length=1)
     top_n: int | None = None
     return_documents: bool = False
+    raw_scores: bool = False  # TEI: logits instead of sigmoid scores
+    return_text: bool = False  # TEI: each result carries its text
 
 
 def settings_fields(**defaults) -> dict:
@@ -108,6 +113,11 @@ def search_settings(body: BaseModel) -> SearchSettings:
 
 UNION_MISMATCHES = ("string_type", "model_type", "model_attributes_type")  # "this union branch does not fit"
 UNION_BRANCHES = ("str", "Document")  # branch names pydantic puts in an error's location
+
+
+def sigmoid(x: float) -> float:
+    """The logistic function without overflow for very negative logits."""
+    return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
 
 
 def error(status: int, message: str, field: str | None = None) -> JSONResponse:
@@ -195,10 +205,13 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
     @app.post("/rerank", dependencies=auth)
     @app.post("/v1/rerank", dependencies=auth)
     @app.post("/v2/rerank", dependencies=auth)
-    async def rerank(body: RerankRequest) -> dict:
+    async def rerank(body: RerankRequest) -> dict | list:
         """Score every document against the query; best first. Cohere/Jina request and response shape, on the
         paths Cohere's v1 and v2 SDKs (and LangChain's and LlamaIndex's Cohere rerankers) post to."""
-        docs = [d if isinstance(d, Document) else Document(text=d) for d in body.documents]
+        if (body.documents is None) == (body.texts is None):
+            return error(422, "documents: send `documents` (Cohere/Jina) or `texts` (TEI), one of the two",
+                         "documents")
+        docs = [d if isinstance(d, Document) else Document(text=d) for d in body.documents or body.texts]
         if len(docs) > config.max_documents:
             return error(422, f"documents: {len(docs)} documents, at most {config.max_documents} per request",
                          "documents")
@@ -215,6 +228,9 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
         truncated = await run_in_threadpool(truncated_documents, checker, getattr(reranker, "max_length", None),
                                             body.query, [d.text for d in docs])
         metrics.observe_stage("rerank", time.perf_counter() - start)
+        if body.texts is not None:  # TEI answers a bare list, with sigmoid scores unless raw_scores
+            return [{"index": i, "score": float(scores[i]) if body.raw_scores else sigmoid(float(scores[i])),
+                     **({"text": docs[i].text} if body.return_text else {})} for i in order]
         return {"id": str(uuid.uuid4()), "results": results, "model": reranker.model_id,
                 "timings_ms": {"rerank": round((time.perf_counter() - start) * 1000, 2)},
                 "meta": {"truncated_documents": truncated, "max_tokens": getattr(reranker, "max_length", None)}}
