@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cascade.errors import CascadeError
-from cascade.rerank.llm import LLMReranker, parse_ranking, windows
+from cascade.rerank.llm import LLMReranker, parse_ranking, retry_wait, windows
 from tests.llm_server import ScriptedLLM
 
 
@@ -27,6 +27,8 @@ def llm_server():
     ("I cannot rank these passages.", 3, [0, 1, 2]),
     ("", 2, [0, 1]),
     ("[0] > [-1] > [3]", 3, [2, 0, 1]),  # ids are 1-based
+    ("<think>maybe [1] > [2]? no.</think>\n[3] > [2]", 3, [2, 1, 0]),  # thinking is not the answer
+    ("<think>[2] > [1] and then I ran out of tok", 3, [0, 1, 2]),
 ])
 def test_parse_ranking(text, n, expected):
     assert parse_ranking(text, n) == expected
@@ -64,11 +66,24 @@ def test_malformed_answers_keep_previous_relative_order(llm_server):
     ({"body": json.dumps({"choices": []}).encode()}, "without choices"),
 ])
 def test_endpoint_failures_fall_back_to_previous_order(llm_server, step, reason):
-    llm_server.script = [{}, step]  # the first window succeeds, the second fails: nothing half-applied
+    llm_server.script = [{}, step, step, step]  # the first window succeeds, the second fails (retries included)
     passages = [f"p{k}" for k in range(6)]
     result = LLMReranker(llm_server.url, "m", window=4, step=2).rerank("p5", passages)
     assert result.degraded and reason in result.reason
     assert result.order.tolist() == list(range(6))
+
+
+def test_rate_limits_and_server_errors_are_retried_then_succeed(llm_server):
+    llm_server.script = [{"status": 429}, {"status": 503}]
+    passages = ["filler", "why the moon raises tides"]
+    result = LLMReranker(llm_server.url, "m").rerank("moon tides", passages)
+    assert not result.degraded and result.order.tolist() == [1, 0] and result.calls == 3
+    assert llm_server.requests[-1]["body"]["max_tokens"] == 512
+    llm_server.script = [{"status": 429}]
+    once = LLMReranker(llm_server.url, "m", retries=0, max_tokens=None).rerank("moon tides", passages)
+    assert once.degraded and "HTTP 429" in once.reason and "max_tokens" not in llm_server.requests[-1]["body"]
+    assert retry_wait("2", 0) == 2.0 and retry_wait("3600", 0) == 5.0 and retry_wait(None, 2) == 1.0
+    assert retry_wait("Wed, 21 Oct 2015 07:28:00 GMT", 0) == 0.25
 
 
 def test_slow_answer_times_out_and_falls_back(llm_server):
@@ -112,7 +127,7 @@ def test_cascade_llm_stage_reorders_the_head_and_reports_tokens(small_index, llm
     assert [h.id for h in result.hits[4:]] == [h.id for h in plain.hits[4:]]
     assert "llm" in result.timings_ms
 
-    llm_server.script = [{"status": 503}]
+    llm_server.script = [{"status": 503}] * 3  # it persists through the retries
     failed = engine.search("vitamin D sunlight bones", rerank_depth=0, llm_depth=4, top=6)
     assert failed.degraded and "HTTP 503" in failed.llm["reason"]
     assert [h.id for h in failed.hits] == [h.id for h in plain.hits]

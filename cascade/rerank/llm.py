@@ -4,8 +4,11 @@ The model sees `window` numbered passages at a time and answers with an ordering
 Windows slide from the bottom of the list to the top by `step`, so a strong passage can climb all the way
 up in one pass. The model's answer is never trusted blindly: ids it leaves out, repeats or invents are
 ignored, and the passages it did not place keep their previous relative order below the ones it did.
-Any timeout, HTTP error or unreadable response makes the whole stage fall back to the previous stage's
-order, marked degraded, so a flaky endpoint never reorders results half-way.
+A rate limit (429) or server error (5xx) is retried after a short backoff (the server's Retry-After when
+it sends one, at most RETRY_WAIT_CAP_S); any other failure, or one that persists, makes the whole stage fall
+back to the previous stage's order, marked degraded, so a flaky endpoint never reorders results half-way.
+A reasoning model's `<think>...</think>` block is dropped before the ranking is read: ids it mentions while
+thinking are not its answer.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -24,6 +28,9 @@ from cascade.errors import CascadeError
 
 SYSTEM = "You are RankGPT, an intelligent assistant that ranks passages by their relevance to a search query."
 ID_PATTERN = re.compile(r"\[(\d+)\]")
+THINKING = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL)  # an unclosed block ran out of tokens: no answer
+RETRIED = {429, 500, 502, 503, 504}
+RETRY_WAIT_CAP_S = 5.0
 
 
 @dataclass
@@ -48,7 +55,7 @@ def parse_ranking(text: str, n: int) -> list[int]:
     the unmentioned [1] goes after the placed ones.
     """
     placed: list[int] = []
-    for match in ID_PATTERN.finditer(text):
+    for match in ID_PATTERN.finditer(THINKING.sub("", text)):
         k = int(match.group(1)) - 1
         if 0 <= k < n and k not in placed:
             placed.append(k)
@@ -74,7 +81,8 @@ class LLMReranker:
     """
 
     def __init__(self, url: str, model: str, *, window: int = 20, step: int = 10, timeout_s: float = 30.0,
-                 api_key_env: str = "OPENAI_API_KEY", max_passage_words: int = 120):
+                 api_key_env: str = "OPENAI_API_KEY", max_passage_words: int = 120, max_tokens: int | None = 512,
+                 retries: int = 2):
         if not url.startswith(("http://", "https://")):
             raise CascadeError(f"--llm-url must be an http(s) URL, got {url!r}")
         if not model:
@@ -83,12 +91,15 @@ class LLMReranker:
             raise CascadeError(f"need window >= 2 and 1 <= step <= window, got window {window}, step {step}")
         if not timeout_s > 0:
             raise CascadeError(f"LLM timeout must be > 0 seconds, got {timeout_s}")
+        if (max_tokens is not None and max_tokens < 1) or retries < 0:
+            raise CascadeError(f"need max_tokens >= 1 (or None) and retries >= 0, got {max_tokens}, {retries}")
         base = url.rstrip("/")
         self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
         self.model_id = model
         self.window, self.step, self.timeout_s = window, step, timeout_s
         self.api_key_env = api_key_env
         self.max_passage_words = max_passage_words
+        self.max_tokens, self.retries = max_tokens, retries  # a ranking of 20 ids is ~100 tokens; 512 leaves room
 
     def rerank(self, query: str, passages: Sequence[str]) -> LLMRanking:
         """Order `passages` (the previous stage's order) by the LLM: one call per window, each within timeout_s."""
@@ -122,18 +133,32 @@ class LLMReranker:
 
     def _chat(self, prompt: str, result: LLMRanking) -> str:
         body = {"model": self.model_id, "temperature": 0,
-                "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]}
+                "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
+                **({"max_tokens": self.max_tokens} if self.max_tokens else {})}
         headers = {"content-type": "application/json"}
         key = os.environ.get(self.api_key_env)
         if key:
             headers["authorization"] = f"Bearer {key}"
         request = urllib.request.Request(self.url, data=json.dumps(body).encode("utf-8"), headers=headers)
-        result.calls += 1
+        attempt = 0
+        while True:
+            result.calls += 1
+            try:
+                return self._send(request, result)
+            except urllib.error.HTTPError as e:
+                if e.code not in RETRIED or attempt == self.retries:
+                    raise LLMCallError(f"HTTP {e.code} from {self.url}"
+                                       + (f" after {attempt + 1} tries" if attempt else "")) from None
+                wait = retry_wait(e.headers.get("retry-after") if e.headers else None, attempt)
+            time.sleep(wait)
+            attempt += 1
+
+    def _send(self, request: urllib.request.Request, result: LLMRanking) -> str:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 payload = json.loads(response.read().decode("utf-8"))
-        except urllib.error.HTTPError as e:
-            raise LLMCallError(f"HTTP {e.code} from {self.url}") from None
+        except urllib.error.HTTPError:  # a status: _chat decides whether to retry
+            raise
         except (urllib.error.URLError, TimeoutError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise LLMCallError(f"{self.url} unreachable or too slow ({reason})") from None
@@ -148,3 +173,13 @@ class LLMReranker:
             result.tokens["prompt"] += int(usage.get("prompt_tokens") or 0)
             result.tokens["completion"] += int(usage.get("completion_tokens") or 0)
         return content if isinstance(content, str) else ""
+
+
+def retry_wait(retry_after: str | None, attempt: int) -> float:
+    """Seconds to wait before retry `attempt` + 1: the server's Retry-After (seconds) if it gave one, else
+    0.25 s doubling; never more than RETRY_WAIT_CAP_S, so a search's LLM stage cannot hang on it."""
+    try:
+        wait = float(retry_after) if retry_after is not None else 0.25 * 2 ** attempt
+    except ValueError:  # an HTTP date: not worth parsing for a bounded wait
+        wait = 0.25 * 2 ** attempt
+    return min(max(wait, 0.0), RETRY_WAIT_CAP_S)
