@@ -143,7 +143,15 @@ def open_dataset(args: argparse.Namespace, reranker: str | None, late_interactio
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from cascade.evaluate.diagnostics import diagnose
-    from cascade.evaluate.report import eval_json, plot_stages, stage_table, write_json, write_report, write_runs
+    from cascade.evaluate.report import (
+        PLOTS_NEED,
+        eval_json,
+        plot_stages,
+        stage_table,
+        write_json,
+        write_report,
+        write_runs,
+    )
     from cascade.evaluate.runner import chain, evaluate, parse_stages
 
     stages = parse_stages(args.stages)
@@ -184,6 +192,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         from pathlib import Path
 
         plot = plot_stages(result, Path(args.report).with_suffix(".png"))
+        if plot is None:
+            print(f"cascade: {PLOTS_NEED}", file=sys.stderr)
         write_report(args.report, title, [("Results by stage", table),
                                           ("Diagnostics", "\n".join(f"- {n}" for n in notes))], plot)
 
@@ -191,7 +201,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_sweep(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from cascade.evaluate.report import plot_sweep, sweep_table, write_json, write_report
+    from cascade.evaluate.report import PLOTS_NEED, plot_sweep, sweep_table, write_json, write_report
     from cascade.evaluate.sweep import parse_depths, sweep
 
     depths = parse_depths(args.depths)
@@ -216,7 +226,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     plot = plot_sweep(result, out / "sweep.png")
     write_report(out / "sweep.md", f"{result.dataset} / {result.split}: rerank depth sweep",
                  [("Quality and latency by depth", table), ("Suggestion", f"- {advice}")], plot)
-    print(f"wrote {out}/sweep.md, sweep.json, sweep.png")
+    print(f"wrote {out}/sweep.md, sweep.json" + (", sweep.png" if plot else f" ({PLOTS_NEED})"))
 
 
 def training_config(args: argparse.Namespace, **extra):

@@ -72,20 +72,26 @@ def write_runs(result: "EvalResult", directory: str | Path) -> list[Path]:
     return paths
 
 
+PLOTS_NEED = "plots skipped: they need matplotlib (pip install 'cascade-retrieval[report]')"
+
+
 def _pyplot():
+    """pyplot on a file-only backend, or None without the `report` extra (reports then go without plots)."""
     try:
         import matplotlib
     except ImportError:
-        raise CascadeError("plots need matplotlib: pip install matplotlib") from None
+        return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
 
 
-def plot_stages(result: "EvalResult", path: str | Path) -> Path:
+def plot_stages(result: "EvalResult", path: str | Path) -> Path | None:
     """Bars of quality per stage next to bars of p50 latency: what each stage buys and costs."""
     plt = _pyplot()
+    if plt is None:
+        return None
     stages = list(result.stages)
     metrics = ["ndcg@10", "mrr@10", "recall@100"]
     fig, (ax, lat) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [2, 1]})
@@ -105,9 +111,11 @@ def plot_stages(result: "EvalResult", path: str | Path) -> Path:
     return _save(fig, plt, path)
 
 
-def plot_sweep(sweep: "SweepResult", path: str | Path) -> Path:
+def plot_sweep(sweep: "SweepResult", path: str | Path) -> Path | None:
     """nDCG@10 and p50 rerank latency against rerank depth, with the suggested depth marked."""
     plt = _pyplot()
+    if plt is None:
+        return None
     depths = [row["depth"] for row in sweep.rows]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(depths, [row["ndcg@10"] for row in sweep.rows], "o-", color="tab:blue", label="nDCG@10")
