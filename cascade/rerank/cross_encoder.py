@@ -12,6 +12,7 @@ from cascade.inference import autocast_dtype, compute_in, load_model, padded_gro
 from cascade.models import read_config, resolve
 from cascade.rerank.base import Encoded, Reranker
 from cascade.rerank.budget import CostModel
+from cascade.rerank.pairs import WORD_CAP, PairTokens, cut
 
 
 def check_cross_encoder_config(name: str, config: dict) -> None:
@@ -59,6 +60,7 @@ class CrossEncoder(Reranker):
                                                 self.device, self.dtype)
         check_cross_encoder_config(model, self.model.config.to_dict())
         self.max_length = pair_budget(self.model, self.tokenizer, max_length)
+        self.pairs = PairTokens(self.tokenizer, self.max_length)
         self.cost = CostModel()
         if warm_up:
             self.warm_up()
@@ -74,6 +76,7 @@ class CrossEncoder(Reranker):
         self.device = next(model.parameters()).device
         self.dtype = autocast_dtype(self.device, precision)
         self.max_length = pair_budget(model, tokenizer, max_length)
+        self.pairs = PairTokens(tokenizer, self.max_length)
         self.cost = CostModel()
         return self
 
@@ -92,9 +95,14 @@ class CrossEncoder(Reranker):
         self.timed_score(encoded, batch)
 
     def encode(self, pairs: Sequence[tuple[str, str]]) -> Encoded:
-        """Token ids of every pair; `lengths` are the padded lengths the pairs will be scored at."""
-        enc = self.tokenizer([q for q, _ in pairs], [d for _, d in pairs], truncation="longest_first",
-                             max_length=self.max_length)
+        """Token ids of every pair, assembled from each text's ids (`cascade.rerank.pairs`: a query tokenised
+        once, a passage once per process); `lengths` are the padded lengths the pairs will be scored at."""
+        if self.pairs.exact:
+            enc, _ = self.pairs.features(pairs)
+        else:  # a tokenizer pairs.py does not reproduce: its own pairing, on texts cut to what can matter
+            words = WORD_CAP * self.max_length
+            enc = self.tokenizer([cut(q, words) for q, _ in pairs], [cut(d, words) for _, d in pairs],
+                                 truncation="longest_first", max_length=self.max_length)
         lengths = [padded_length(len(ids), self.max_length) for ids in enc["input_ids"]]
         return Encoded(lengths=np.array(lengths, dtype=np.int64), features=enc)
 

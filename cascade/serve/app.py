@@ -35,6 +35,7 @@ from cascade.index import Index
 from cascade.pipeline import CONTEXT_TOP, Cascade
 from cascade.rerank import RerankerChoice
 from cascade.rerank.base import Reranker
+from cascade.rerank.pairs import WORD_CAP, cut
 from cascade.serve.batcher import Batcher
 from cascade.serve.limits import BodyLimits
 from cascade.serve.metrics import Metrics
@@ -301,5 +302,6 @@ def truncated_documents(tokenizer, limit: int | None, query: str, texts: list[st
     """Indices of documents cut to fit the model's token budget (only known for tokenizer-based models)."""
     if tokenizer is None or limit is None:
         return []
-    lengths = tokenizer([query] * len(texts), texts, truncation=False)["input_ids"]
+    words = WORD_CAP * limit  # past that many words a text is cut anyway; never tokenise a huge one whole
+    lengths = tokenizer([cut(query, words)] * len(texts), [cut(t, words) for t in texts], truncation=False)["input_ids"]
     return [i for i, ids in enumerate(lengths) if len(ids) > limit]
