@@ -57,9 +57,14 @@ def _as_document(n: int, d: DocLike) -> Document:
     raise CascadeError(f"document {n} is not a Document, a string, or a dict with 'id' and 'text'")
 
 
+MAX_QUERY_CHARS = 20_000  # a search query, not a document: past this it is a mistake, and analysing it costs
+
+
 def check_query(query: object) -> None:
     if not isinstance(query, str) or not query.strip():
         raise CascadeError("query is empty")
+    if len(query) > MAX_QUERY_CHARS:
+        raise CascadeError(f"query is {len(query)} characters long; at most {MAX_QUERY_CHARS}")
     try:
         query.encode("utf-8")
     except UnicodeEncodeError:

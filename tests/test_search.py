@@ -82,6 +82,7 @@ def test_weighted_fusion_and_alpha(small_index):
 
 @pytest.mark.parametrize("args, message", [
     (["   "], "query is empty"),
+    (["tides " * 4000], "query is 24000 characters long; at most 20000"),
     (["q", "--retrieve", "10", "--rerank-depth", "20"], "--retrieve (10) must be >= --rerank-depth (20)"),
     (["q", "--reranker", "./no/such/model"], "model directory not found"),
     (["q", "--reranker", "BI_ENCODER"], "not a cross-encoder"),

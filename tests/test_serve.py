@@ -81,6 +81,15 @@ def test_cohere_sdks_v1_and_v2_work_unchanged(client, ce):
     assert 'route="/v1/rerank"' in metrics and 'route="/v2/rerank"' in metrics
 
 
+def test_an_over_long_query_is_refused_by_name(ce, small_index):
+    """The bound is the engine's (MAX_QUERY_CHARS): a search query, not a document."""
+    with make_client(ce, small_index) as c:
+        for route in ("/rerank", "/search"):
+            r = c.post(route, json={"query": "tides " * 4000, "documents": ["a"]} if route == "/rerank" else
+                       {"query": "tides " * 4000})
+            assert r.status_code == 422 and r.json()["field"] == "query" and "at most 20000" in r.json()["message"]
+
+
 def test_rerank_speaks_tei_when_sent_texts(client, ce):
     """TEI's request ({"query", "texts"}) gets TEI's answer: a bare list of {index, score[, text]}, sigmoid
     scores unless raw_scores."""

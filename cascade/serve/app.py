@@ -32,7 +32,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 from cascade._version import __version__
 from cascade.errors import CascadeError
 from cascade.index import Index
-from cascade.pipeline import CONTEXT_TOP, Cascade
+from cascade.pipeline import CONTEXT_TOP, MAX_QUERY_CHARS, Cascade
 from cascade.rerank import RerankerChoice
 from cascade.rerank.base import Reranker
 from cascade.rerank.pairs import WORD_CAP, cut
@@ -68,6 +68,8 @@ def _unicode(text: str) -> str:
 def _non_empty(query: str) -> str:
     if not query.strip():
         raise ValueError("query is empty")
+    if len(query) > MAX_QUERY_CHARS:  # the engine's limit, answered as a 422 naming the field
+        raise ValueError(f"{len(query)} characters long; at most {MAX_QUERY_CHARS}")
     return query
 
 
