@@ -77,10 +77,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     engine, settings = open_for_query(args)
     result = engine.search(args.query, settings)
     if args.json:
-        out = result.to_dict()
-        for hit in out["hits"]:
-            hit.pop("text")
-        print(json.dumps(out, ensure_ascii=False))
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
         print(format_result(result))
 

@@ -252,10 +252,7 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
 
         result = await run_in_threadpool(run)
         metrics.observe_search(result)
-        out = result.to_dict()
-        for hit in out["hits"]:
-            hit.pop("text")
-        return out
+        return result.to_dict()  # passage text included: a RAG retriever built on /search needs it
 
     @app.post("/context", dependencies=auth)
     async def context(body: ContextRequest) -> dict:
