@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator, Union
 
-import numpy as np
-
 from cascade.context import Context, Span, Tokenizer, assemble, window_position
 from cascade.documents import Document, unique
 from cascade.errors import CascadeError
@@ -24,19 +22,18 @@ from cascade.index import MANIFEST, BuildStats, Index, recorded_reranker
 from cascade.models import DEFAULT_ENCODER
 from cascade.rerank import Reranker, RerankerChoice, load_reranker
 from cascade.rerank import budget
-from cascade.rerank.blend import blended_scores
-from cascade.rerank.budget import score_within
-from cascade.rerank.cache import CacheSpec, cache_key, open_cache
+from cascade.rerank.cache import CacheSpec, open_cache
 from cascade.rerank.late_interaction import TokenEncoder
 from cascade.rerank.llm import LLMReranker
 from cascade.results import Hit, SearchResult, StageRuns
 from cascade.retrieve import Encoder, fuse
 from cascade.runners import Runner
 from cascade.settings import UNBUDGETED, SearchSettings
+from cascade.stages import STAGES
 
 log = logging.getLogger(__name__)
 
-STAGES = ("bm25", "dense", "fusion", "late", "rerank", "llm")
+HIT_STAGES = ("bm25", "dense", "fusion", *STAGES)  # each hit's score and rank at every one of these
 CONTEXT_TOP = 20  # hits `context` packs from by default: more than a search shows, the token budget cuts
 DocLike = Union[Document, dict, str]
 RerankerSpec = Union[str, Reranker, None]
@@ -191,15 +188,15 @@ class Cascade:
         settings = (settings or SearchSettings()).replace(**changes)
         run = self.run_stages(query, settings)
         stage_lists = {"bm25": run.bm25, "dense": run.dense, "fusion": run.fusion}
-        for name in ("late", "rerank", "llm"):
+        for name in STAGES:
             if getattr(run, name) is not None:
                 stage_lists[name] = getattr(run, name)
         lookup = {name: {int(i): (float(s), r) for r, (i, s) in enumerate(zip(*lst), 1)}
                   for name, lst in stage_lists.items()}
         hits = []
         for rank, i in enumerate(run.order[: settings.top], 1):
-            seen = {name: lookup[name].get(int(i)) if name in lookup else None for name in STAGES}
-            last = next(name for name in ("llm", "rerank", "late", "fusion") if seen[name])
+            seen = {name: lookup[name].get(int(i)) if name in lookup else None for name in HIT_STAGES}
+            last = next(name for name in reversed(HIT_STAGES[2:]) if seen[name])  # the last stage that ranked it
             p = self.index.passages[int(i)]
             hits.append(Hit(id=p.id, doc_id=p.doc_id, title=p.title, text=p.text, score=seen[last][0], rank=rank,
                             stage_scores={k: v[0] if v else None for k, v in seen.items()},
@@ -245,104 +242,29 @@ class Cascade:
         """
         check_query(query)
         s = (settings or UNBUDGETED).replace(**changes)
-        retrieve, rerank_depth, late_depth, llm_depth = s.retrieve, s.rerank_depth, s.late_depth, s.llm_depth
-        if llm_depth and self.llm is None:
-            raise CascadeError("llm_depth > 0 needs an LLM reranker: pass --llm-url and --llm-model "
-                               "(Cascade(..., llm=LLMReranker(url, model)))")
-        late_encoder = self.late_encoder if late_depth else None
-        budget_ms, blend_beta = s.budget_ms, s.blend
+        chain = [stage for stage in STAGES.values() if stage.always or getattr(s, stage.depth)]
+        for stage in chain:
+            stage.check(self)  # before any work: a stage this engine cannot run is an error, not a silent skip
         query = query.strip()
-        depth = max(retrieve, first_stage_depth)
+        depth = max(s.retrieve, first_stage_depth)
         t = [time.perf_counter()]
-        deadline = budget.now() + budget_ms / 1000 if budget_ms is not None else None
+        deadline = budget.now() + s.budget_ms / 1000 if s.budget_ms is not None else None
         bm25 = self.index.bm25.search(query, depth)
         t.append(time.perf_counter())
         query_vector = self.encoder.encode_query(query)
         dense = self.index.dense.search(query_vector, depth)
         t.append(time.perf_counter())
-        fused = fuse(s.fusion, (bm25[0][:retrieve], bm25[1][:retrieve]), (dense[0][:retrieve], dense[1][:retrieve]),
-                     limit=retrieve, alpha=s.alpha)
+        fused = fuse(s.fusion, (bm25[0][:s.retrieve], bm25[1][:s.retrieve]),
+                     (dense[0][:s.retrieve], dense[1][:s.retrieve]), limit=s.retrieve, alpha=s.alpha)
         t.append(time.perf_counter())
-        names = ["bm25", "dense", "fusion"]
-        order, late = fused[0], None
-        if late_encoder is not None:
-            order, late = self._late(late_encoder, query, order, late_depth, blend_beta)
-            names.append("late")
+        order, heads, statuses = fused[0], {}, {}
+        for stage in chain:
+            outcome = stage.reorder(self, query, order, s, deadline)
+            order, heads[stage.name], statuses[stage.name] = outcome.order, outcome.head, outcome.status
             t.append(time.perf_counter())
-        order, rerank_scores, status = self._rerank(query, order, rerank_depth, s.batch_size, deadline, blend_beta)
-        rerank = (order[: len(rerank_scores)], rerank_scores) if rerank_scores is not None else None
-        names.append("rerank")
-        t.append(time.perf_counter())
-        llm, llm_status = None, None
-        if llm_depth:
-            order, llm, llm_status = self._llm(query, order, llm_depth)
-            names.append("llm")
-            t.append(time.perf_counter())
+        names = ["bm25", "dense", "fusion", *(stage.name for stage in chain)]
         timings = {name: (b - a) * 1000 for name, a, b in zip(names, t, t[1:])}
         timings["total"] = (t[-1] - t[0]) * 1000
-        return StageRuns(bm25=bm25, dense=dense, fusion=fused, rerank=rerank, order=order, timings_ms=timings,
-                         rerank_status=status, late=late, llm=llm, llm_status=llm_status,
-                         query_vector=query_vector)
-
-    def _late(self, encoder: TokenEncoder, query: str, candidates: np.ndarray, depth: int,
-              blend_beta: float) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        """The top `depth` reordered by MaxSim over the stored token vectors, blended with their current ranks."""
-        head = candidates[:depth]
-        scores = self.index.late.score(encoder.encode([query], query=True)[0], head)
-        scores = blended_scores(scores, np.arange(1, len(head) + 1), blend_beta)
-        best = np.argsort(-scores, kind="stable")
-        return np.concatenate([head[best], candidates[depth:]]), (head[best], scores[best])
-
-    def _llm(self, query: str, candidates: np.ndarray, depth: int) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], dict]:
-        """The LLM's listwise order of the top `depth` (the previous order on any failure, marked degraded).
-
-        Outside `budget_ms`, which bounds retrieval and reranking: the LLM has its own timeout per call."""
-        head = candidates[:depth]
-        ranking = self.llm.rerank(query, [self.index.passages[int(i)].content for i in head])
-        new_head = head[ranking.order]
-        status = {"model": self.llm.model_id, "depth": len(head), "degraded": ranking.degraded,
-                  "reason": ranking.reason, "calls": ranking.calls, "tokens": ranking.tokens}
-        scores = (len(head) - np.arange(len(head))).astype(np.float32)
-        return np.concatenate([new_head, candidates[depth:]]), (new_head, scores), status
-
-    def _rerank(self, query: str, candidates: np.ndarray, depth: int, batch_size: int,
-                deadline: float | None, blend_beta: float) -> tuple[np.ndarray, np.ndarray | None, dict]:
-        """Reorder the first `depth` candidates by reranker score (blended with first-stage rank); the rest
-        keep fused order.
-
-        Cached scores are free; the misses are scored in first-stage order until `deadline`. Whatever
-        got a score goes on top in (blended) score order, the rest follow in first-stage order.
-        """
-        if self.reranker is None or depth == 0:
-            reason = self.rerank_unavailable if self.reranker is None else "rerank_depth is 0"
-            return candidates, None, {"status": "unavailable" if self.reranker is None else "skipped",
-                                      "reason": reason, "model": None, "depth": 0, "scored": 0, "cache_hits": 0,
-                                      "degraded": False}
-        head = candidates[:depth]
-        passages = [self.index.passages[int(i)] for i in head]
-        use_cache = self.cache is not None
-        keys = [cache_key(self.reranker.signature, query, p.digest) for p in passages] if use_cache else []
-        cached = self.cache.get_many(keys) if use_cache else {}
-        scores = np.full(len(head), np.nan, dtype=np.float32)
-        for j, k in enumerate(keys):
-            if k in cached:
-                scores[j] = cached[k]
-        misses = np.flatnonzero(np.isnan(scores))
-        planned = len(head) - len(misses)
-        if len(misses):
-            encoded = self.reranker.encode([(query, passages[j].content) for j in misses])
-            fresh, planned_misses = score_within(self.reranker, encoded, batch_size, deadline)
-            planned += planned_misses
-            scores[misses[: len(fresh)]] = fresh
-            if use_cache:
-                self.cache.put_many({keys[j]: float(s) for j, s in zip(misses, fresh)})
-        done = np.flatnonzero(~np.isnan(scores))
-        final = blended_scores(scores[done], done + 1, blend_beta)
-        best = np.argsort(-final, kind="stable")
-        rest = np.flatnonzero(np.isnan(scores))
-        order = np.concatenate([head[done[best]], head[rest], candidates[depth:]])
-        degraded = len(done) < len(head)
-        return order, final[best], {"status": "degraded" if degraded else "ok", "blend": blend_beta,
-                                     "reason": f"latency budget: scored {len(done)} of {len(head)}" if degraded else "",
-                                     "model": self.reranker.model_id, "depth": len(head), "planned_depth": planned,
-                                     "scored": len(done), "cache_hits": len(cached), "degraded": degraded}
+        return StageRuns(bm25=bm25, dense=dense, fusion=fused, rerank=heads["rerank"], order=order,
+                         timings_ms=timings, rerank_status=statuses["rerank"], late=heads.get("late"),
+                         llm=heads.get("llm"), llm_status=statuses.get("llm"), query_vector=query_vector)

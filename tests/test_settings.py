@@ -65,3 +65,12 @@ def test_the_cli_names_the_flag_of_a_bad_setting(small_index, capsys):
     assert "--top must be an integer between 1 and 1000, got 0" in capsys.readouterr().err
     assert main(["search", str(small_index), "q", "--fusion", "weighted", "--alpha", "2", "--no-rerank"]) == 2
     assert "--alpha must be a finite number between 0 and 1, got 2.0" in capsys.readouterr().err
+
+
+def test_every_registered_stage_has_its_depth_setting_in_order():
+    """Adding a stage is one file, one registry entry and one setting: the settings' stage list is the registry's."""
+    from cascade.settings import STAGE_DEPTHS, STAGE_ORDER
+    from cascade.stages import STAGES
+
+    assert STAGE_ORDER == ("hybrid", *STAGES)
+    assert STAGE_DEPTHS == {"hybrid": "retrieve", **{name: stage.depth for name, stage in STAGES.items()}}

@@ -1,0 +1,67 @@
+"""The cross-encoder: reads query and passage together, within the latency budget, through the score cache."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cascade.rerank.blend import blended_scores
+from cascade.rerank.budget import score_within
+from cascade.rerank.cache import cache_key
+from cascade.settings import SearchSettings
+from cascade.stages.base import RerankStatus, StageOutcome
+
+if TYPE_CHECKING:
+    from cascade.pipeline import Cascade
+
+
+class CrossEncoderStage:
+    name, depth, always = "rerank", "rerank_depth", True
+
+    def check(self, engine: Cascade) -> None:
+        """Nothing to refuse: without a reranker the stage reports itself unavailable and search goes on."""
+
+    def reorder(self, engine: Cascade, query: str, candidates: np.ndarray, settings: SearchSettings,
+                deadline: float | None) -> StageOutcome:
+        """Reorder the first `rerank_depth` candidates by reranker score (blended with their ranks); the rest
+        keep their order.
+
+        Cached scores are free; the misses are scored in first-stage order until `deadline`. Whatever
+        got a score goes on top in (blended) score order, the rest follow in first-stage order.
+        """
+        reranker, depth = engine.reranker, settings.rerank_depth
+        if reranker is None or depth == 0:
+            reason = engine.rerank_unavailable if reranker is None else "rerank_depth is 0"
+            return StageOutcome(candidates, None, RerankStatus(
+                status="unavailable" if reranker is None else "skipped", reason=reason, model=None, depth=0,
+                scored=0, cache_hits=0, degraded=False))
+        head = candidates[:depth]
+        passages = [engine.index.passages[int(i)] for i in head]
+        cache = engine.cache
+        keys = [cache_key(reranker.signature, query, p.digest) for p in passages] if cache is not None else []
+        cached = cache.get_many(keys) if cache is not None else {}
+        scores = np.full(len(head), np.nan, dtype=np.float32)
+        for j, k in enumerate(keys):
+            if k in cached:
+                scores[j] = cached[k]
+        misses = np.flatnonzero(np.isnan(scores))
+        planned = len(head) - len(misses)
+        if len(misses):
+            encoded = reranker.encode([(query, passages[j].content) for j in misses])
+            fresh, planned_misses = score_within(reranker, encoded, settings.batch_size, deadline)
+            planned += planned_misses
+            scores[misses[: len(fresh)]] = fresh
+            if cache is not None:
+                cache.put_many({keys[j]: float(s) for j, s in zip(misses, fresh)})
+        done = np.flatnonzero(~np.isnan(scores))
+        final = blended_scores(scores[done], done + 1, settings.blend)
+        best = np.argsort(-final, kind="stable")
+        rest = np.flatnonzero(np.isnan(scores))
+        order = np.concatenate([head[done[best]], head[rest], candidates[depth:]])
+        degraded = len(done) < len(head)
+        return StageOutcome(order, (head[done[best]], final[best]), RerankStatus(
+            status="degraded" if degraded else "ok", blend=settings.blend,
+            reason=f"latency budget: scored {len(done)} of {len(head)}" if degraded else "",
+            model=reranker.model_id, depth=len(head), planned_depth=planned, scored=len(done),
+            cache_hits=len(cached), degraded=degraded))
