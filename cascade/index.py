@@ -256,8 +256,7 @@ def _count_and_encode(folder: Path, encoder: Encoder | str, reuse: Path | None, 
     bar = tqdm(total=len(todo), desc=f"encoding {folder.name}", unit="psg", disable=not progress or not todo)
     for block in range(0, len(todo), ENCODE_BLOCK):
         rows = todo[block:block + ENCODE_BLOCK]
-        vectors[rows] = encoder.encode([passages[i].content for i in rows])
-        bar.update(len(rows))
+        vectors[rows] = encoder.encode([passages[i].content for i in rows], on_batch=bar.update)
     bar.close()
     vectors.flush()
     return {"df": counts.document_frequencies(), "passages": len(passages), "tokens": int(counts.lengths.sum()),

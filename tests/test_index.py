@@ -62,6 +62,20 @@ def test_dense_vectors_are_normalised_and_match_a_fresh_encoding(small_index):
     np.testing.assert_allclose((vectors * fresh).sum(1), 1.0, atol=1e-3)
 
 
+def test_encoding_progress_moves_per_batch_and_bars_stay_off_the_log(tmp_path, capfd):
+    """The index's bar is told after every batch (it sat at 0/7727 for 18 minutes when told per 4,096
+    passages), and a command whose stderr is not a terminal draws no bar at all."""
+    from cascade.models import DEFAULT_ENCODER
+    from cascade.retrieve import Encoder
+
+    told = []
+    Encoder(DEFAULT_ENCODER).encode([f"passage number {k}" for k in range(10)], batch_size=4, on_batch=told.append)
+    assert sum(told) == 10 and len(told) == 3
+    write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    assert main(["index", str(tmp_path / "docs.jsonl"), "--out", str(tmp_path / "idx")]) == 0  # stderr: a pipe
+    assert "encoding" not in capfd.readouterr().err
+
+
 def test_incremental_update_reencodes_only_changed_documents(tmp_path, capsys):
     src = write_jsonl(tmp_path / "docs.jsonl", DOCS)
     build(src, tmp_path / "idx")

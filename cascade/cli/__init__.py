@@ -22,6 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # recorded in trained models' cards
+    if hasattr(args, "quiet") and not sys.stderr.isatty() and not os.environ.get("CASCADE_PROGRESS"):
+        args.quiet = True  # bars are for terminals: a log or a pipe gets none (CASCADE_PROGRESS=1 keeps them)
     handler = logging.StreamHandler()
     handler.setLevel(logging.WARNING)  # some libraries set their own loggers to DEBUG
     handler.setFormatter(logging.Formatter("cascade: %(levelname)s: %(message)s"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import faiss
 import numpy as np
@@ -53,9 +53,10 @@ class Encoder:
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], batch_size: int = 16, progress: bool = False,
-               query: bool = False) -> np.ndarray:
+               query: bool = False, on_batch: Callable[[int], object] | None = None) -> np.ndarray:
         """Unit-norm float32 embeddings, one row per text, in input order, the same whatever the batching
-        (`cascade.inference`). Passages run at the model's precision; `query=True` runs fp32."""
+        (`cascade.inference`). Passages run at the model's precision; `query=True` runs fp32. `on_batch` is
+        told how many texts each batch encoded (a caller's progress bar moves per batch, not per call)."""
         dtype = None if query else self.dtype
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
@@ -75,6 +76,8 @@ class Encoder:
                     pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 out[batch[positions]] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
             bar.update(len(batch))
+            if on_batch is not None:
+                on_batch(len(batch))
         bar.close()
         return out
 
