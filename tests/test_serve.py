@@ -53,9 +53,12 @@ def test_rerank_speaks_the_cohere_shape(client, ce):
     texts = [d if isinstance(d, str) else d["text"] for d in docs]
     want = ce.predict([(QUERY, t) for t in texts])
     assert [x["index"] for x in body["results"]] == np.argsort(-want)[:2].tolist()
-    for x in body["results"]:
-        assert x["relevance_score"] == pytest.approx(float(want[x["index"]]), abs=1e-5)
+    for x in body["results"]:  # in [0, 1] like Cohere's, so thresholds carry over; raw_scores gives logits
+        assert x["relevance_score"] == pytest.approx(1 / (1 + np.exp(-want[x["index"]])), abs=1e-5)
         assert x["document"]["text"] == texts[x["index"]]
+    raw = client.post("/rerank", json={"query": QUERY, "documents": docs, "raw_scores": True}).json()
+    assert [x["relevance_score"] for x in raw["results"]] == pytest.approx(sorted(want.tolist(), reverse=True),
+                                                                            abs=1e-5)
     assert body["model"] == ce.model_id and body["timings_ms"]["rerank"] > 0
     assert body["meta"]["truncated_documents"] == []
     bare = client.post("/rerank", json={"query": QUERY, "documents": texts}).json()
@@ -76,7 +79,8 @@ def test_cohere_sdks_v1_and_v2_work_unchanged(client, ce):
     v2 = cohere.ClientV2(api_key="unused", base_url=str(client.base_url), httpx_client=client)
     got = v2.rerank(model="rerank-v3.5", query=QUERY, documents=texts, top_n=1)
     assert [r.index for r in got.results] == want[:1]
-    assert got.results[0].relevance_score == pytest.approx(float(ce.predict([(QUERY, texts[want[0]])])[0]), abs=1e-5)
+    logit = float(ce.predict([(QUERY, texts[want[0]])])[0])
+    assert got.results[0].relevance_score == pytest.approx(1 / (1 + np.exp(-logit)), abs=1e-5)
     metrics = client.get("/metrics").text
     assert 'route="/v1/rerank"' in metrics and 'route="/v2/rerank"' in metrics
 
@@ -324,7 +328,8 @@ def test_micro_batching_coalesces_concurrent_requests_without_changing_scores(ce
     async def fire():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            return await asyncio.gather(*[c.post("/rerank", json={"query": QUERY, "documents": d}) for d in docs])
+            return await asyncio.gather(*[c.post("/rerank", json={"query": QUERY, "documents": d, "raw_scores": True})
+                                          for d in docs])
 
     responses = asyncio.run(fire())
     assert max(calls) > 1 and sum(calls) == len(docs)  # at least two requests shared a model call

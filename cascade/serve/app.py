@@ -92,7 +92,7 @@ class RerankRequest(BaseModel):
     texts: list[Text] | None = Field(None, min_length=1)
     top_n: int | None = None
     return_documents: bool = False
-    raw_scores: bool = False  # TEI: logits instead of sigmoid scores
+    raw_scores: bool = False  # the model's logits instead of sigmoid scores in [0, 1] (TEI's flag; Cohere's scale)
     return_text: bool = False  # TEI: each result carries its text
 
 
@@ -225,7 +225,7 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
         pairs = [(body.query, d.text) for d in docs]
         scores = await batcher.score(pairs)
         order = sorted(range(len(docs)), key=lambda i: -scores[i])[:top_n]
-        results = [{"index": i, "relevance_score": float(scores[i]),
+        results = [{"index": i, "relevance_score": float(scores[i]) if body.raw_scores else sigmoid(float(scores[i])),
                     **({"document": {"text": docs[i].text, **({"id": docs[i].id} if docs[i].id else {})}}
                        if body.return_documents else {})} for i in order]
         truncated = await run_in_threadpool(truncated_documents, checker, getattr(reranker, "max_length", None),
