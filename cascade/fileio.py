@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+from cascade.errors import CascadeError
 
 
 def _umask() -> int:
@@ -36,3 +40,22 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def exclusive(lock_path: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `lock_path` (created if needed) for the block; if another process
+    holds it, a CascadeError with `busy` at once instead of two writers undoing each other's work. The
+    kernel drops the lock when its holder exits, so a killed writer never leaves it stuck."""
+    import fcntl
+
+    with open(lock_path, "a+b") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CascadeError(busy) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -28,7 +29,7 @@ from cascade._version import __version__
 from cascade.runners import LocalRunner, Runner, worker_encoder
 from cascade.documents import Document, Passage, chunk
 from cascade.errors import CascadeError
-from cascade.fileio import atomic_write
+from cascade.fileio import atomic_write, exclusive
 from cascade.passage_store import Concatenated, PassageStore, split_passages, write_passages
 from cascade.rerank.late_interaction import TokenEncoder, TokenStore
 from cascade.retrieve import BM25, DenseIndex, Encoder
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
+LOCK = ".cascade-index.lock"  # held while a build writes the index (fileio.exclusive)
 RERANKER_CHOICE = "reranker.json"  # written by `cascade adapt`: the reranker this index's searches use by default
 COLLECTION = "bm25.json"
 BM25_DIR = "bm25"
@@ -111,8 +113,15 @@ class Index:
         ann_spec(settings["ann"], 0, encoder.dim, settings["ann_params"])  # bad ANN settings fail before any work
         keep = None if path is not None else tempfile.TemporaryDirectory(prefix="cascade-index-")
         root = Path(path) if path is not None else Path(keep.name)
+        busy = f"another `cascade index` is writing {root}; try again when it has finished"
+        if (root / LOCK).is_file():  # a writer at work explains the folder's state better than the checks below
+            with exclusive(root / LOCK, busy):
+                pass
         _check_writable_target(root)
+        created = not root.exists()
         root.mkdir(parents=True, exist_ok=True)
+        writing = ExitStack()  # one writer at a time: a second run would delete the first's work in progress
+        writing.enter_context(exclusive(root / LOCK, busy))
         data = root / f"data-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
         data.mkdir()
 
@@ -150,7 +159,11 @@ class Index:
             _commit(root, data, manifest)
         except BaseException:
             shutil.rmtree(data, ignore_errors=True)  # a failed build leaves the previous index as it was
+            if created and not (root / MANIFEST).exists():
+                shutil.rmtree(root, ignore_errors=True)  # ... and no empty folder where there was none
             raise
+        finally:
+            writing.close()
         stats = BuildStats(documents=documents, passages=bounds[-1], encoded=encoded, reused=bounds[-1] - encoded,
                            removed=removed, seconds=time.perf_counter() - start)
         return cls.load(root, keep=keep), stats
@@ -351,7 +364,7 @@ def recorded_reranker(root: Path) -> str | None:
 def _check_writable_target(root: Path) -> None:
     if root.exists() and not root.is_dir():
         raise CascadeError(f"cannot write index to {root}: it is a file")
-    if root.is_dir() and any(root.iterdir()) and not (root / MANIFEST).exists():
+    if root.is_dir() and any(p.name != LOCK for p in root.iterdir()) and not (root / MANIFEST).exists():
         raise CascadeError(f"refusing to write index into {root}: it is not empty and not a Cascade index")
 
 

@@ -180,3 +180,24 @@ def test_killed_indexing_leaves_the_previous_index_intact(tmp_path, scifact):
     assert Cascade.load(out, reranker=None).search("cells", top=3).hits
     build(new, out)  # the next run succeeds and clears the orphan
     assert sum(1 for p in out.iterdir() if p.name.startswith("data-")) == 1
+
+
+def test_a_second_writer_is_refused_and_a_failed_first_build_leaves_no_folder(tmp_path, scifact, capsys):
+    docs = load_documents(scifact)
+    src = write_jsonl(tmp_path / "docs.jsonl", [{"_id": d.id, "text": d.text} for d in docs[:600]])
+    out = tmp_path / "idx"
+    proc = subprocess.Popen([sys.executable, "-m", "cascade.cli", "index", str(src), "--out", str(out), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not any(out.glob("data-*")):
+        time.sleep(0.01)
+    assert proc.poll() is None, "the first run ended before the second could start"
+    assert main(["index", str(src), "--out", str(out), "--quiet"]) == 2  # while the first one writes
+    assert "another `cascade index` is writing" in capsys.readouterr().err
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    assert len(Index.load(out).passages) >= 600  # the first run's work is whole
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"_id": "a", "text": "fine"}\n{"_id": "b", "text": 5}\n')
+    assert main(["index", str(bad), "--out", str(tmp_path / "fresh"), "--quiet"]) == 2
+    assert not (tmp_path / "fresh").exists()
