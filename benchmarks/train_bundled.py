@@ -68,6 +68,35 @@ def bundle(src: Path, name: str, paths: dict[str, str] | None = None) -> Path:
     return dst
 
 
+def export_best(work: Path, out: Path) -> Path:
+    """The best-on-dev weights of an interrupted run (its checkpoint.pt) as a Hugging Face folder, to measure
+    before the run finishes; the card says it is an interim checkpoint. Resume the run with --resume."""
+    import json
+
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from cascade.fileio import atomic_write
+    from cascade.models import resolve
+    from cascade.train.surgery import keep_layers
+
+    state = torch.load(work / "checkpoint.pt", map_location="cpu", weights_only=False)
+    config, base = state["config"], resolve(state["config"]["base"])
+    model = AutoModelForSequenceClassification.from_pretrained(base, config=AutoConfig.from_pretrained(base, num_labels=1))
+    if config["layers"]:
+        keep_layers(model, config["layers"])
+    model.load_state_dict(state["best_state"])
+    model.save_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer.model_max_length = config["max_length"]
+    tokenizer.save_pretrained(out)
+    evals = [{"step": h["step"], "dev": h["dev"]} for h in state["history"] if "dev" in h]
+    atomic_write(out / "README.md", f"# Interim checkpoint\n\nBest on dev at step {state['best_step']} of a run "
+                 f"stopped at step {state['step']} (of {config['max_steps']}); command: `{config['command']}`.\n\n"
+                 f"```json\n{json.dumps(evals, indent=1)}\n```\n")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / "results" / "tmp" / "reranker",
@@ -75,7 +104,12 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     parser.add_argument("--student", action="store_true", help="distil cascade-reranker-fast from the teacher in "
                                                                 "--work (or the bundled one) instead")
+    parser.add_argument("--export-best", type=Path, default=None, metavar="DIR",
+                        help="write the best checkpoint so far of the run in --work to DIR (no training, no bundling)")
     args = parser.parse_args()
+    if args.export_best:
+        print("exported", export_best(args.work, args.export_best))
+        return
 
     from cascade.cli import main as cascade
 
