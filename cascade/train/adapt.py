@@ -71,16 +71,16 @@ def adapt(index_dir: str | Path, config: TrainConfig, progress: bool = True) -> 
     result = Trainer(config, data).run(progress=progress)
     source = next(iter(before))
     first, base = before[source]["first_stage"], selection_score(before)
-    adapted = result.best_dev_ndcg
-    choice, why = verdict(first, base, adapted, str(Path(config.out).resolve()), config.base)
+    adapted, adapted_alone = result.best_dev_ndcg, result.best_dev.get(source, {}).get("alone", 0.0)
+    out = str(Path(config.out).resolve())
+    choice, why = verdict(first, base, adapted, out, config.base)
     atomic_write(root / RERANKER_CHOICE, json.dumps({
         "reranker": choice, "verdict": why, "held_out_queries": len(data.dev), "first_stage": first,
         "starting_model": {"model": config.base, "blended": base, "alone": before[source]["alone"]},
-        "adapted_model": {"model": str(Path(config.out).resolve()), "blended": adapted,
-                          "alone": result.best_dev.get(source, {}).get("alone", 0.0)},
+        "adapted_model": {"model": out, "blended": adapted, "alone": adapted_alone},
         "command": config.command}, indent=2))
-    return AdaptReport(len(data.dev), first, base, adapted, before[source]["alone"],
-                       result.best_dev.get(source, {}).get("alone", 0.0), choice, why, result)
+    return AdaptReport(len(data.dev), first, base, adapted, before[source]["alone"], adapted_alone, choice, why,
+                       result)
 
 
 def adapt_config(out: str | Path, **changes) -> TrainConfig:

@@ -88,7 +88,8 @@ def split_pseudo(cascade: Cascade, pseudo: list[Example], config: TrainConfig,
     """A seeded share of the pseudo-queries held out as dev queries, whose one relevant document is their
     source; the rest to train on."""
     _, dev_ids = hold_out([ex.qid for ex in pseudo], config.dev_fraction, config.seed) if pseudo else ([], [])
-    held = [ex for ex in pseudo if ex.qid in set(dev_ids)][: config.max_dev_queries]
+    dev_ids = set(dev_ids)
+    held = [ex for ex in pseudo if ex.qid in dev_ids][: config.max_dev_queries]
     passages: list[Passage] = cascade.index.passages
     out = []
     for ex in held:
@@ -96,4 +97,4 @@ def split_pseudo(cascade: Cascade, pseudo: list[Example], config: TrainConfig,
         source_doc = ex.qid.split(":", 1)[1]
         out.append(DevQuery(ex.qid, ex.query, [(passages[i].doc_id, passages[i].content) for i in pool],
                             {source_doc: 1}, f"pseudo:{name}"))
-    return [ex for ex in pseudo if ex.qid not in set(dev_ids)], out
+    return [ex for ex in pseudo if ex.qid not in dev_ids], out
