@@ -8,7 +8,7 @@ The same texts are scored the ways the product batches them, and every way is co
     worker); the change is measured on query-passage cosines, what dense search ranks by;
   * cross-encoder logits (bundled cascade-reranker): length-sorted batches of 8 (reference) vs alone, one
     shuffled micro-batch of all pairs (the server's coalescing), one thread.
-Each row gives the largest change relative to max(1, |score|), the bound `cascade.inference.tolerance`
+Each row gives the largest change relative to max(1, |score|), the bound `cascade.models.runtime.tolerance`
 states for that precision, and the rank flips: pairs of one query's passages whose order changed, split
 by whether their scores were further apart than the bound (must be 0) or closer (near-ties). SciFact
 train queries only; run once per precision the CPU offers (its flags are recorded).
@@ -20,17 +20,13 @@ import argparse
 import gzip
 import json
 import os
-import platform
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import DATA, machine, publish
 
-from beir_eval import splice_readme
-from cascade.inference import MIN_REDUCED_TOKENS as MIN_TOKENS
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from cascade.models.runtime import MIN_REDUCED_TOKENS as MIN_TOKENS
 
 
 def one_thread(fn):
@@ -64,9 +60,9 @@ def row(model: str, variant: str, ref: np.ndarray, other: np.ndarray, groups: np
 
 
 def measure(texts: list[str], queries: list[str], per_query: int) -> tuple[str, list[dict]]:
-    from cascade.inference import tolerance
+    from cascade.models.bi_encoder import Encoder
+    from cascade.models.runtime import tolerance
     from cascade.rerank.cross_encoder import CrossEncoder
-    from cascade.retrieve.dense import Encoder
 
     encoder = Encoder()
     precision = "fp32" if encoder.dtype is None else str(encoder.dtype).removeprefix("torch.")
@@ -105,7 +101,7 @@ def query_cost(encoder, queries: list[str]) -> dict:
     top-up (the choice `Encoder.encode_query` makes)."""
     import time
 
-    from cascade import inference
+    from cascade.models import runtime as inference
 
     def ms(fn) -> float:
         fn(queries[0])
@@ -129,7 +125,7 @@ def top_up_cost(ce, pairs: list[tuple[str, str]], depth: int = 30, rounds: int =
     the best of `rounds` alternating passes, each after a pass that warms its shapes."""
     import time
 
-    from cascade import inference
+    from cascade.models import runtime as inference
 
     def ms(min_tokens: int) -> float:
         inference.MIN_REDUCED_TOKENS = min_tokens
@@ -149,17 +145,9 @@ def top_up_cost(ce, pairs: list[tuple[str, str]], depth: int = 30, rounds: int =
     return {"with_top_up_ms": min(best["with"]), "without_top_up_ms": min(best["without"])}
 
 
-def cpu_flags() -> list[str]:
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return []
-    return sorted(f for f in flags.split() if f.startswith(("amx", "avx512_bf16", "avx512_vnni", "avx2")))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "beir" / "scifact"))
+    ap.add_argument("--data", default=str(DATA / "scifact"))
     ap.add_argument("--queries", type=int, default=48)
     ap.add_argument("--passages", type=int, default=5, help="passages per query (cross-encoder pairs)")
     args = ap.parse_args()
@@ -175,13 +163,10 @@ def main() -> None:
         os.environ["CASCADE_PRECISION"] = setting
         precision, rows, cost = measure(texts, queries, args.passages)
         results[precision] = {"rows": rows, "cost": cost}  # on a CPU without fast bf16, "auto" is fp32 and is measured once
-    machine = {"cpu": platform.processor() or platform.machine(), "flags": cpu_flags(),
-               "threads": torch.get_num_threads(), "torch": torch.__version__}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "batch-invariance.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
+    info = {**machine(), "threads": torch.get_num_threads()}
     lines = [f"SciFact train: {args.queries} queries x {len(texts)} passages (bi-encoder cosines), "
-             f"{args.queries} x {args.passages} pairs (cross-encoder); CPU flags: {', '.join(machine['flags'])}; "
-             f"{machine['threads']} threads. Change = |score - reference| / max(1, |reference|).\n",
+             f"{args.queries} x {args.passages} pairs (cross-encoder); CPU flags: {', '.join(info['flags'])}; "
+             f"{info['threads']} threads. Change = |score - reference| / max(1, |reference|).\n",
              "| precision | model | batched as | max change | p99 change | bound | flips beyond 2x bound | "
              "flips among near-ties |", "|---|---|---|---:|---:|---:|---:|---:|"]
     for precision, result in results.items():
@@ -201,8 +186,7 @@ def main() -> None:
                         f" with every call topped up to {MIN_TOKENS} tokens, {cost['without_top_up_ms']:.0f} ms "
                         f"without ({cost['with_top_up_ms'] / cost['without_top_up_ms']:.2f}x)."))
     table = "\n".join(lines) + "\n"
-    (RESULTS / "batch-invariance.md").write_text(table)
-    splice_readme("batch-invariance", table)
+    publish("batch-invariance", {"machine": info, "results": results}, table, marker="batch-invariance")
     print(table)
 
 

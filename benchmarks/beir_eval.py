@@ -16,11 +16,11 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from cascade.models import BUNDLED_RERANKERS
+from _common import DATA, RESULTS, splice_readme
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-DATA = ROOT.parent / "shared" / "data" / "beir"
+from cascade.fileio import atomic_write
+from cascade.models.hub import BUNDLED_RERANKERS
+
 RUNS = (("scifact", "test"), ("nfcorpus", "dev"))
 # Published nDCG@10 reference points (BEIR paper, Thakur et al. 2021; Pyserini BEIR regressions; SBERT docs).
 PUBLISHED = {("scifact", "bm25"): "0.665 (ES) / 0.672 (Pyserini)", ("scifact", "dense"): "0.645",
@@ -74,20 +74,9 @@ def main() -> None:
                           for name, _, stage, r, _ in rows if "rerank_p50" in r.latency_ms and "blend 0" not in stage)
               + "."] if rerankers else []
     table = "\n".join(lines) + "\n"
-    (RESULTS / "beir.md").write_text(table)
+    atomic_write(RESULTS / "beir.md", table)
     splice_readme("beir", table)
     print(table)
-
-
-def splice_readme(marker: str, table: str) -> None:
-    """Replace the README block between <!-- MARKER:start --> and <!-- MARKER:end --> with `table`."""
-    readme = ROOT / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-    if start not in text or end not in text:
-        raise SystemExit(f"README.md has no {start} ... {end} block")
-    head, rest = text.split(start, 1)
-    readme.write_text(f"{head}{start}\n{table}{end}{rest.split(end, 1)[1]}", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -15,14 +15,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from _common import DATA, publish
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "beir" / "scifact")
+    parser.add_argument("--data", type=Path, default=DATA / "scifact")
     parser.add_argument("--budget-ms", type=float, default=200.0)
     args = parser.parse_args()
 
@@ -30,8 +28,8 @@ def main() -> None:
     from cascade.evaluate.metrics import mean, per_query
     from cascade.evaluate.runner import RUN_DEPTH, doc_run, final_ranking, open_cascade
     from cascade.rerank import CrossEncoder
-    from cascade.train.data import hold_out
     from cascade.train.config import TrainConfig
+    from cascade.train.data import hold_out
 
     cascade = open_cascade(args.data, None, None, progress=False)
     cascade.reranker = CrossEncoder("cascade-reranker")
@@ -46,21 +44,18 @@ def main() -> None:
                                    batch_size=batch_size)
             runs[q] = doc_run(cascade.index.passages, *final_ranking(r), RUN_DEPTH)
             total.append(r.timings_ms["total"])
-            scored.append(r.rerank_status["scored"])
+            scored.append(r.statuses["rerank"]["scored"])
         ndcg = mean(per_query(runs, {q: train.qrels[q] for q in dev}, ["ndcg@10"])["ndcg@10"])
         rows.append({"batch_size": batch_size, "ndcg@10": round(ndcg, 4), "mean_scored": round(float(np.mean(scored)), 1),
                      "total_p50_ms": round(float(np.percentile(total, 50)), 1),
                      "total_max_ms": round(float(np.max(total)), 1)})
         print(json.dumps(rows[-1]), flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "budget-batch-dev.json").write_text(json.dumps({"budget_ms": args.budget_ms, "queries": len(dev),
-                                                               "rows": rows}, indent=2) + "\n")
     lines = [f"Search under a {args.budget_ms:g} ms budget, {len(dev)} held-out SciFact train queries:", "",
              "| batch size | nDCG@10 | candidates scored (of 30) | total p50 ms | total max ms |",
              "|---:|---:|---:|---:|---:|",
              *[f"| {r['batch_size']} | {r['ndcg@10']:.4f} | {r['mean_scored']} | {r['total_p50_ms']} | "
                f"{r['total_max_ms']} |" for r in rows], ""]
-    (RESULTS / "budget-batch-dev.md").write_text("\n".join(lines))
+    publish("budget-batch-dev", {"budget_ms": args.budget_ms, "queries": len(dev), "rows": rows}, "\n".join(lines))
     print("\n".join(lines))
 
 

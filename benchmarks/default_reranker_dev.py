@@ -14,16 +14,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-DATA = ROOT.parent / "shared" / "data" / "beir"
+from _common import DATA, publish
 
 
 def dev_split(name: str):
     from cascade.evaluate.beir import available_splits, load_split
-    from cascade.train.data import hold_out
     from cascade.train.config import TrainConfig
+    from cascade.train.data import hold_out
 
     if "dev" in available_splits(DATA / name):
         split = load_split(DATA / name, "dev")
@@ -37,7 +34,7 @@ def dev_split(name: str):
 def main() -> None:
     from cascade.evaluate.metrics import mean, per_query
     from cascade.evaluate.runner import RUN_DEPTH, doc_run, final_ranking, open_cascade
-    from cascade.models import BUNDLED_RERANKERS
+    from cascade.models.hub import BUNDLED_RERANKERS
     from cascade.settings import SearchSettings
 
     DEFAULT_BUDGET_MS = SearchSettings().budget_ms
@@ -56,14 +53,12 @@ def main() -> None:
                     r = cascade.run_stages(text, retrieve=150, rerank_depth=30, budget_ms=budget)
                     runs[q] = doc_run(cascade.index.passages, *final_ranking(r), RUN_DEPTH)
                     total.append(r.timings_ms["total"])
-                    scored.append(r.rerank_status["scored"])
+                    scored.append(r.statuses["rerank"]["scored"])
                 row[label] = {"ndcg@10": round(mean(per_query(runs, qrels, ["ndcg@10"])["ndcg@10"]), 4),
                               "mean_scored": round(float(np.mean(scored)), 1),
                               "total_p50_ms": round(float(np.percentile(total, 50)), 1)}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "default-reranker-dev.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = [f"Full search path on dev (hybrid 150 -> rerank 30, default blend), without and with the default "
              f"{DEFAULT_BUDGET_MS:g} ms budget:", "",
              "| dev set | reranker | nDCG@10, no budget | p50 ms | nDCG@10, budget | scored of 30 | p50 ms |",
@@ -72,7 +67,7 @@ def main() -> None:
         a, b = r["no budget"], r["budget"]
         lines.append(f"| {r['dataset']} ({r['queries']} q) | {r['reranker']} | {a['ndcg@10']:.4f} | "
                      f"{a['total_p50_ms']} | {b['ndcg@10']:.4f} | {b['mean_scored']} | {b['total_p50_ms']} |")
-    (RESULTS / "default-reranker-dev.md").write_text("\n".join(lines) + "\n")
+    publish("default-reranker-dev", rows, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import subprocess
 import sys
@@ -24,11 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from beir_eval import splice_readme
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from _common import DATA, machine, publish
 
 
 def first_test_queries(data: Path, n: int) -> list[str]:
@@ -57,7 +52,7 @@ def pct(values: list[float]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "beir" / "scifact")
+    parser.add_argument("--data", type=Path, default=DATA / "scifact")
     parser.add_argument("--queries", type=int, default=20)
     args = parser.parse_args()
 
@@ -88,18 +83,15 @@ def main() -> None:
 
     stages = {k: pct(v) for k, v in timings.items()}
     report = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "machine": machine(),
         "data": str(args.data),
         "index": {"documents": int(counts[1]), "passages": int(counts[2]), "seconds": round(index_seconds, 1),
                   "bytes": size},
         "search": {"queries": len(queries), "retrieve": 150, "rerank_depth": 30, "top": 8, "stages_ms": stages,
                    "reranker": cascade.reranker.model_id, "budget_ms": DEFAULT_BUDGET_MS, "degraded": degraded},
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "embedded.json").write_text(json.dumps(report, indent=2) + "\n")
     table = render(report)
-    (RESULTS / "embedded.md").write_text(table)
-    splice_readme("embedded", table)
+    publish("embedded", report, table, marker="embedded")
     print(table)
 
 

@@ -15,18 +15,16 @@ Writes benchmarks/results/late-interaction.{json,md} and the README block `late`
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from beir_eval import splice_readme  # noqa: E402
-from default_reranker_dev import DATA, RESULTS, dev_split  # noqa: E402
+from _common import DATA, publish  # noqa: E402
+from default_reranker_dev import dev_split  # noqa: E402
 
 REFERENCE_DEPTH = 30
 LATE_DEPTHS = (60,)
@@ -113,10 +111,7 @@ def main() -> None:
               f"{nf['bytes'] / 2**20:.0f} MiB, {nf['bytes_per_passage'] / 1024:.1f} KiB per passage"
               + (" (`--late-dtype fp16` doubles that)." if info["dtype"] == "int8" else ".")]
     table = "\n".join(lines) + "\n"
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "late-interaction.json").write_text(json.dumps(raw, indent=2) + "\n")
-    (RESULTS / "late-interaction.md").write_text(table)
-    splice_readme("late", table)
+    publish("late-interaction", raw, table, marker="late")
     print(table)
 
 

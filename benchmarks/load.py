@@ -23,11 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from beir_eval import splice_readme
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from _common import DATA, publish
 
 
 def free_port() -> int:
@@ -90,7 +86,7 @@ async def drive(base: str, route: str, payloads: list[dict], clients: int, secon
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "beir" / "scifact")
+    parser.add_argument("--data", type=Path, default=DATA / "scifact")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--clients", default="1,4,16")
     args = parser.parse_args()
@@ -136,11 +132,8 @@ def main() -> None:
                                                2) if 4 in clients and 1 in clients else None,
     }
     report = {"data": str(args.data), "seconds_per_row": args.seconds, "rows": rows, "summary": summary}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "load.json").write_text(json.dumps(report, indent=2) + "\n")
     table = render(report, most)
-    (RESULTS / "load.md").write_text(table)
-    splice_readme("load", table)
+    publish("load", report, table, marker="load")
     print(table)
 
 

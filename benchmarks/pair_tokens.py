@@ -12,17 +12,11 @@ old way and the new. Writes benchmarks/results/pair-tokens.{json,md} and the REA
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from pathlib import Path
 
-from batch_invariance import cpu_flags
-from beir_eval import splice_readme
+from _common import DATA, machine, publish
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-DATA = ROOT.parent / "shared" / "data" / "beir" / "scifact"
+SCIFACT = DATA / "scifact"
 
 
 def ms(fn, repeat: int) -> float:
@@ -44,8 +38,8 @@ def main() -> None:
     from cascade.rerank.pairs import PairTokens
 
     model = CrossEncoder("cascade-reranker", warm_up=False)
-    docs = [d for d in load_documents(DATA)]
-    queries = list(load_split(DATA, "train").queries.values())[: args.queries]
+    docs = [d for d in load_documents(SCIFACT)]
+    queries = list(load_split(SCIFACT, "train").queries.values())[: args.queries]
     lists = [[f"{d.title} {d.text}" for d in docs[k * args.depth:(k + 1) * args.depth]] for k in range(len(queries))]
 
     def old(q, texts):
@@ -64,12 +58,10 @@ def main() -> None:
     huge_old = ms(lambda: old(huge, lists[0][:1]), 1)
     huge_new = ms(lambda: PairTokens(model.tokenizer, model.max_length).features([(huge, lists[0][0])]), 1)
     median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
-    result = {"machine": {"cpu": platform.processor() or platform.machine(), "flags": cpu_flags()},
+    result = {"machine": machine(),
               "queries": len(queries), "depth": args.depth,
               "ms_per_list": {"tokenizer_pairs": median(before), "ids_cold": median(cold), "ids_warm": median(warm)},
               "ms_600kb_query": {"tokenizer_pairs": huge_old, "ids": huge_new}}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "pair-tokens.json").write_text(json.dumps(result, indent=2) + "\n")
     r = result["ms_per_list"]
     table = (f"Cross-encoder inputs for one query's {args.depth} SciFact passages, median of {len(queries)} queries "
              f"(CPU flags: {', '.join(result['machine']['flags'])}):\n\n"
@@ -77,8 +69,7 @@ def main() -> None:
              "|---:|---:|---:|\n"
              f"| {r['tokenizer_pairs']:.2f} ms | {r['ids_cold']:.2f} ms | {r['ids_warm']:.2f} ms |\n\n"
              f"A 600 KB query with one passage: {huge_old:.0f} ms before, {huge_new:.1f} ms now.\n")
-    (RESULTS / "pair-tokens.md").write_text(table)
-    splice_readme("pair-tokens", table)
+    publish("pair-tokens", result, table, marker="pair-tokens")
     print(table)
 
 

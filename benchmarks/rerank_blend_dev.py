@@ -13,14 +13,10 @@ No test split is read: this is where the default blend (1) was chosen.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
+from _common import DATA, RESULTS, publish
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "beir"
-RESULTS = ROOT / "benchmarks" / "results"
 BETAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, float("inf"))
 
 
@@ -51,12 +47,11 @@ def main() -> None:
         table[name] = {"queries": len(dev), "ndcg@10": {
             str(beta): float(np.mean([query_ndcg(q, blend(s, beta)) for q, s in scored]))
             for beta in BETAS}}
-    (RESULTS / f"{args.name}.json").write_text(json.dumps({"reranker": args.reranker, **table}, indent=2) + "\n")
     lines = ["| dev set | queries | " + " | ".join(f"beta {b:g}" for b in BETAS) + " |",
              "|---|---:|" + "---:|" * len(BETAS)]
     for name, row in table.items():
         lines.append(f"| {name} | {row['queries']} | " + " | ".join(f"{v:.4f}" for v in row["ndcg@10"].values()) + " |")
-    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    publish(args.name, {"reranker": args.reranker, **table}, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import subprocess
 import tempfile
@@ -27,11 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from beir_eval import splice_readme
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from _common import DATA, machine, publish
 
 
 @dataclass
@@ -97,7 +92,7 @@ def time_search(name, cascade, split, qids, texts, depth, budget_ms, repeat=Fals
         runs = one_pass()
     run = {q: doc_run(cascade.index.passages, *final_ranking(r), RUN_DEPTH) for q, r in zip(qids, runs)}
     ndcg = mean(per_query(run, {q: split.qrels[q] for q in qids}, ["ndcg@10"])["ndcg@10"])
-    scored = [r.rerank_status["scored"] for r in runs]
+    scored = [r.statuses["rerank"]["scored"] for r in runs]
     row = Row(name, depth, [r.timings_ms["rerank"] for r in runs], sum(scored), ndcg, note)
     print(json.dumps(row.summary()), flush=True)
     return row, runs
@@ -126,7 +121,7 @@ class RedisProcess:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "beir" / "scifact")
+    parser.add_argument("--data", type=Path, default=DATA / "scifact")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--model", default="cascade-reranker")
     parser.add_argument("--extra", nargs="*", default=[], help="more cross-encoders to time at the default settings "
@@ -139,7 +134,7 @@ def main() -> None:
     from cascade import CrossEncoder
     from cascade.evaluate.beir import load_split
     from cascade.evaluate.runner import open_cascade
-    from cascade.models import resolve
+    from cascade.models.hub import resolve
     from cascade.settings import SearchSettings
 
     DEFAULT_BUDGET_MS = SearchSettings().budget_ms
@@ -187,8 +182,8 @@ def main() -> None:
                                 *common[:4], depth=depth, budget_ms=DEFAULT_BUDGET_MS,
                                 note="pairs/s counts scored pairs")
         rows.append(row)
-        scored[str(depth)] = {"mean_scored": round(float(np.mean([r.rerank_status["scored"] for r in runs])), 1),
-                         "degraded_share": round(float(np.mean([r.rerank_status["degraded"] for r in runs])), 3)}
+        scored[str(depth)] = {"mean_scored": round(float(np.mean([r.statuses["rerank"]["scored"] for r in runs])), 1),
+                         "degraded_share": round(float(np.mean([r.statuses["rerank"]["degraded"] for r in runs])), 3)}
 
     cache_rows = {}
     cascade.cache = MemoryCache()
@@ -209,19 +204,15 @@ def main() -> None:
 
     base = rows[0].summary()
     report = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "python": platform.python_version()},
+        "machine": {**machine(), "threads": torch.get_num_threads()},
         "data": str(args.data), "queries": len(qids), "model": args.model, "default_max_length": default_len,
         "rows": [dict(r.summary(), speedup_vs_baseline_p50=round(base["p50_ms"] / r.summary()["p50_ms"], 1)
                       if r.depth == 30 else None) for r in rows],
         "budget": scored,
         "dev": dev,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "rerank-latency.json").write_text(json.dumps(report, indent=2) + "\n")
     table = render(report)
-    (RESULTS / "rerank-latency.md").write_text(table)
-    splice_readme("rerank-latency", table)
+    publish("rerank-latency", report, table, marker="rerank-latency")
     print(table)
 
 
@@ -255,8 +246,8 @@ def dev_curve(data: Path, cascade, model: str, limit: int | None = None,
     """nDCG@10 and p50 per max_length on the trainer's dev split (a seeded 10% of SciFact train)."""
     from cascade import CrossEncoder
     from cascade.evaluate.beir import load_split
-    from cascade.train.data import dev_queries, hold_out
     from cascade.train.config import TrainConfig
+    from cascade.train.data import dev_queries, hold_out
     from cascade.train.dev import query_ndcg
 
     config = TrainConfig(out=Path("unused"))  # only its dev-split defaults

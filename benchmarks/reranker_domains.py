@@ -14,17 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
-from pathlib import Path
 
-from batch_invariance import cpu_flags
-from beir_eval import splice_readme
+from _common import DATA, machine, publish
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "beir"
-RESULTS = ROOT / "benchmarks" / "results"
 DOMAINS = ("scifact", "nfcorpus")
 
 
@@ -58,11 +52,7 @@ def main() -> None:
         report = dev_report(CrossEncoder(path), dev, batch_size=8)
         rows[name] = {"path": path, "seconds": round(time.perf_counter() - start, 1), "domains": report}
         print(name, json.dumps(report), flush=True)
-    machine = {"cpu": platform.processor() or platform.machine(), "flags": cpu_flags()}
     counts = {d: sum(q.source == d for q in dev) for d in DOMAINS}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps({"machine": machine, "dev_queries": counts,
-                                                           "models": rows}, indent=2) + "\n")
     first = {d: next(iter(rows.values()))["domains"][d]["first_stage"] for d in DOMAINS}
     lines = [f"Dev nDCG@10 (SciFact: {counts['scifact']} held-out train queries; NFCorpus: {counts['nfcorpus']} dev "
              "queries), hybrid top 30 reranked; blended = what search runs. In brackets: change over the first stage.\n",
@@ -76,9 +66,8 @@ def main() -> None:
         mean = sum(row["domains"][d]["blended"] for d in DOMAINS) / len(DOMAINS)
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean:.4f} |")
     table = "\n".join(lines) + "\n"
-    (RESULTS / f"{args.name}.md").write_text(table)
-    if args.name == "reranker-domains":
-        splice_readme("reranker-domains", table)
+    publish(args.name, {"machine": machine(), "dev_queries": counts, "models": rows}, table,
+            marker="reranker-domains" if args.name == "reranker-domains" else None)
     print(table)
 
 

@@ -31,11 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from beir_eval import splice_readme  # noqa: E402
-from default_reranker_dev import DATA, RESULTS  # noqa: E402
+from _common import DATA, machine, publish  # noqa: E402
 
 SWAP = 0.25  # share of a passage's words taken from another passage
 NOISE = 0.05
@@ -109,7 +107,7 @@ def rss() -> int:
 def probe(index_dir: str, queries_file: str) -> dict:
     """Run in a fresh process: open the index, search every query, report latencies, recall and RSS."""
     from cascade.index import Index
-    from cascade.retrieve import fuse
+    from cascade.retrieve.hybrid import fuse
 
     before = rss()
     t = time.perf_counter()
@@ -249,18 +247,16 @@ def main() -> None:
     queries_file.write_text(json.dumps({"texts": texts, "vectors": engine.encoder.encode(texts).tolist(),
                                         "train_vectors": engine.encoder.encode(train).tolist()}))
     rate = encode_rate(engine, synthetic(contents, 1000, seed=1)[0])
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    info = machine()
+    cpu = info["cpu"]
     rows = []
     for n in args.sizes:
         rows.append(run_size(engine, contents, vectors, n, workdir, queries_file, rate))
         print(json.dumps(rows[-1]), flush=True)
     md = table(rows, rate, cpu)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scale.json").write_text(json.dumps({"cpu": cpu, "encode_passages_per_s": rate, "sizes": rows,
-                                                    "peak_rss_bytes_driver": resource.getrusage(
-                                                        resource.RUSAGE_SELF).ru_maxrss * 1024}, indent=2))
-    (RESULTS / "scale.md").write_text(md)
-    splice_readme("scale", md)
+    publish("scale", {"cpu": cpu, "machine": info, "encode_passages_per_s": rate, "sizes": rows,
+                      "peak_rss_bytes_driver": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024},
+            md, marker="scale")
     print(md)
 
 

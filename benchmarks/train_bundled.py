@@ -37,8 +37,8 @@ import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "beir"
+from _common import DATA, ROOT
+
 SCIFACT_ONLY = ["train", str(DATA / "scifact"), "--easy-negatives", "8", "--epochs", "3", "--lr", "1e-4",
                 "--eval-every", "50", "--patience", "3"]
 TEACHER = ["train", str(DATA / "scifact"), str(DATA / "nfcorpus"), "--pseudo-queries", "2000", "--easy-negatives", "4",
@@ -56,7 +56,7 @@ def bundle(src: Path, name: str, paths: dict[str, str] | None = None) -> Path:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from cascade.fileio import atomic_write
-    from cascade.models import BUNDLED_RERANKERS, WEIGHTS_DIR
+    from cascade.models.hub import BUNDLED_RERANKERS, WEIGHTS_DIR
 
     dst = WEIGHTS_DIR / BUNDLED_RERANKERS[name]
     tmp = dst.with_name(dst.name + ".tmp")
@@ -82,7 +82,7 @@ def export_best(work: Path, out: Path) -> Path:
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from cascade.fileio import atomic_write
-    from cascade.models import resolve
+    from cascade.models.hub import resolve
     from cascade.train.surgery import keep_layers
 
     state = torch.load(work / "checkpoint.pt", map_location="cpu", weights_only=False)

@@ -65,8 +65,8 @@ class Tokenizer:
     def __init__(self, name: str):
         import transformers
 
-        from cascade.inference import quiet_transformers
-        from cascade.models import resolve
+        from cascade.models.hub import resolve
+        from cascade.models.runtime import quiet_transformers
 
         quiet_transformers()
         path = Path(name).expanduser()
@@ -112,16 +112,26 @@ def merge_overlap(left: str, right: str, max_words: int = 200) -> str:
 
 
 def group(spans: Sequence[Span], dedupe: float = DEDUPE) -> tuple[list[list[Span]], list[dict]]:
-    """Near-duplicates removed, then one list per document (documents by best rank, windows in order)."""
-    kept: list[tuple[Span, set]] = []
+    """Near-duplicates removed, then one list per document (documents by best rank, windows in order).
+
+    Each span is compared only with kept spans it shares a shingle with (an inverted index over shingles),
+    so the cost follows the overlap between passages, not the square of their number."""
+    kept: list[tuple[Span, int]] = []
+    postings: dict[tuple[str, ...], list[int]] = {}
     dropped = []
     for span in spans:
         sh = shingles(span.text)
-        twin = next((k for k, ksh in kept if jaccard(sh, ksh) >= dedupe), None)
+        shared: dict[int, int] = {}
+        for s in sh:
+            for k in postings.get(s, ()):
+                shared[k] = shared.get(k, 0) + 1
+        twin = next((k for k in sorted(shared) if shared[k] / (len(sh) + kept[k][1] - shared[k]) >= dedupe), None)
         if twin is not None:
-            dropped.append({"id": span.id, "reason": f"near-duplicate of {twin.id}"})
-        else:
-            kept.append((span, sh))
+            dropped.append({"id": span.id, "reason": f"near-duplicate of {kept[twin][0].id}"})
+            continue
+        for s in sh:
+            postings.setdefault(s, []).append(len(kept))
+        kept.append((span, len(sh)))
     docs: dict[str, list[Span]] = {}
     for span, _ in kept:
         docs.setdefault(span.doc_id, []).append(span)
@@ -142,22 +152,45 @@ def render(number: int, title: str, text: str) -> str:
 
 def assemble(query: str, spans: Sequence[Span], max_tokens: int, tokenizer: Tokenizer,
              dedupe: float = DEDUPE) -> Context:
-    """Pack `spans` (best first) into a numbered context of at most `max_tokens` tokens."""
+    """Pack `spans` (best first) into a numbered context of at most `max_tokens` tokens.
+
+    Each source is counted once and the counts added up (quadratic re-counting of the growing text took
+    48 s for 400 sources); the whole text is counted exactly at the end, and in the rare case that tokens
+    merged across a join so the sum was wrong, the packing is redone counting the whole text each time."""
     if not isinstance(max_tokens, int) or max_tokens < 1:
         raise CascadeError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
     if not 0 < dedupe <= 1:
         raise CascadeError(f"dedupe must be in (0, 1], got {dedupe}")
     documents, dropped = group(spans, dedupe)
+    for exact in (False, True):
+        context = _pack(query, documents, max_tokens, tokenizer, exact)
+        if context.tokens <= max_tokens:
+            break
+    context.dropped = dropped + context.dropped
+    return context
+
+
+def _pack(query: str, documents: list[list[Span]], max_tokens: int, tokenizer: Tokenizer, exact: bool) -> Context:
     sources: list[Source] = []
     blocks: list[str] = []
+    dropped: list[dict] = []
+    used = 0  # tokens of "\n\n".join(blocks), as counted
+
+    def cost(block: str) -> int:
+        """Tokens the context has with `block` added."""
+        if exact:
+            return tokenizer.count("\n\n".join([*blocks, block]))
+        return used + tokenizer.count(f"\n\n{block}" if blocks else block)
+
     for n, doc in enumerate(documents):
         number, title, text = len(sources) + 1, doc[0].title, join_windows(doc)
         ids = [s.id for s in doc]
-        if tokenizer.count("\n\n".join([*blocks, render(number, title, text)])) <= max_tokens:
+        if (total := cost(render(number, title, text))) <= max_tokens:
             blocks.append(render(number, title, text))
             sources.append(Source(number, doc[0].doc_id, title, ids, text))
+            used = total
             continue
-        cut = _cut_to_fit(blocks, number, title, text, max_tokens, tokenizer)
+        cut = _cut_to_fit(cost, number, title, text, max_tokens, tokenizer)
         if cut is not None:
             blocks.append(render(number, title, cut))
             sources.append(Source(number, doc[0].doc_id, title, ids, cut, truncated=True))
@@ -169,13 +202,13 @@ def assemble(query: str, spans: Sequence[Span], max_tokens: int, tokenizer: Toke
                    tokenizer=tokenizer.name, dropped=dropped)
 
 
-def _cut_to_fit(blocks: list[str], number: int, title: str, text: str, max_tokens: int,
+def _cut_to_fit(cost: Callable[[str], int], number: int, title: str, text: str, max_tokens: int,
                 tokenizer: Tokenizer) -> str | None:
     """`text` cut so the context with it fits, or None if fewer than MIN_TRUNCATED_TOKENS of it would."""
-    room = max_tokens - tokenizer.count("\n\n".join([*blocks, render(number, title, "")]))
+    room = max_tokens - cost(render(number, title, ""))
     while room >= MIN_TRUNCATED_TOKENS:
         cut = tokenizer.cut(text, room).rstrip() + " ..."
-        if tokenizer.count("\n\n".join([*blocks, render(number, title, cut)])) <= max_tokens:
+        if cost(render(number, title, cut)) <= max_tokens:
             return cut
         room -= 2  # token merges across the cut: back off and retry
     return None

@@ -1,17 +1,18 @@
-"""Atomic file writes: a temp file in the same folder, fsync, then `os.replace`.
+"""Files that stay whole: atomic writes, fsync, one writer at a time, checksums, and noticing in-place changes.
 
-A crash mid-write leaves the old file (or no file), never a truncated one. The file gets the mode any
-new file gets (0666 less the umask), not mkstemp's private 0600: an index built by one account must be
-servable by another.
+An atomic write is a temp file in the same folder, fsync, then `os.replace`: a crash mid-write leaves the old
+file (or no file), never a truncated one. The file gets the mode any new file gets (0666 less the umask), not
+mkstemp's private 0600: an index built by one account must be servable by another.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from cascade.errors import CascadeError
 
@@ -59,3 +60,64 @@ def exclusive(lock_path: Path, busy: str) -> Iterator[None]:
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """Every file and folder under `root` on disk, so a manifest written next can trust them."""
+    for f in root.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    for d in [root, *(p for p in root.rglob("*") if p.is_dir())]:
+        fsync_dir(d)
+
+
+def sha256s(folder: Path, names: Iterable[str]) -> dict[str, str]:
+    """SHA-256 of each file (names relative to `folder`): what a later check compares against, to catch bytes
+    changed without the size changing (a NaN vector, an edited passage), which nothing else notices."""
+    digests = {}
+    for name in names:
+        with open(folder / name, "rb") as fh:
+            digests[name] = hashlib.file_digest(fh, "sha256").hexdigest()
+    return digests
+
+
+class Stamps:
+    """Size and modification time of the files an index has memory-mapped, read through descriptors held open
+    on the very inodes mapped. A file copied over in place (`cp`, `rsync --inplace`) changes them, and reading
+    a mapped file truncated underneath kills the process with SIGBUS; a file replaced by rename or removed
+    (what `cascade index` does) leaves the mapped inode intact and is not a change. One fstat per file."""
+
+    def __init__(self, folder: Path, names: Iterable[str]):
+        self.fds: dict[str, int] = {}
+        for name in names:
+            try:
+                self.fds[name] = os.open(folder / name, os.O_RDONLY)
+            except OSError:  # gone already: loading said so, or will
+                pass
+        self.stamps = {name: self._stamp(fd) for name, fd in self.fds.items()}
+
+    @staticmethod
+    def _stamp(fd: int) -> tuple[int, int]:
+        st = os.fstat(fd)
+        return st.st_size, st.st_mtime_ns
+
+    def changed(self) -> list[str]:
+        """The files whose bytes were rewritten in place since they were opened."""
+        return [name for name, fd in self.fds.items() if self._stamp(fd) != self.stamps[name]]
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds = {}
+
+    def __del__(self) -> None:
+        self.close()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -26,16 +25,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cascade._version import __version__
-from cascade.runners import LocalRunner, Runner, worker_encoder
 from cascade.documents import Document, Passage, chunk
 from cascade.errors import CascadeError
-from cascade.fileio import atomic_write, exclusive
+from cascade.fileio import Stamps, atomic_write, exclusive, fsync_dir, fsync_tree, sha256s
+from cascade.models.bi_encoder import Encoder
+from cascade.models.token_encoder import TokenEncoder
 from cascade.passage_store import Concatenated, PassageStore, split_passages, write_passages
-from cascade.rerank.late_interaction import TokenEncoder, TokenStore
-from cascade.retrieve import BM25, DenseIndex, Encoder
-from cascade.retrieve.bm25 import Collection, TermCounts
-from cascade.retrieve.dense import VECTORS, ann_spec
+from cascade.retrieve.bm25 import BM25, Collection, TermCounts
+from cascade.retrieve.dense import VECTORS, DenseIndex, ann_spec
 from cascade.retrieve.shards import BM25FanOut, DenseFanOut
+from cascade.retrieve.tokens import TokenStore
+from cascade.runners import LocalRunner, Runner, worker_encoder
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class Index:
         self.bm25 = BM25FanOut([s.bm25 for s in shards], self.passages.starts)
         self.dense = DenseFanOut([s.dense for s in shards], self.passages.starts)
         self._keep = keep  # a temporary directory that must live as long as this index
+        self.stamps = Stamps(data, manifest.get("files", {}))  # to notice files overwritten in place while served
 
     @classmethod
     def build(cls, docs: Iterable[Document], encoder: Encoder, path: str | Path | None = None, *,
@@ -169,10 +170,13 @@ class Index:
         return cls.load(root, keep=keep), stats
 
     @classmethod
-    def load(cls, path: str | Path, keep=None) -> "Index":
-        """Open an index: arrays are memory-mapped, so this is fast and needs little RAM at any size."""
+    def load(cls, path: str | Path, keep=None, verify: bool = False) -> "Index":
+        """Open an index: arrays are memory-mapped, so this is fast and needs little RAM at any size.
+        `verify`: first re-hash every file against its checksum (reads the whole index once)."""
         root = Path(path)
         manifest = read_manifest(root)
+        if verify and "sha256" in manifest:  # indexes built before checksums load unverified
+            verify_checksums(root)
         data = root / manifest["data"]
         for name, size in manifest["files"].items():
             f = data / name
@@ -306,9 +310,10 @@ def _build_late(index: Index, previous: "Index | None", late: TokenEncoder, dtyp
 def _commit(root: Path, data: Path, manifest: dict) -> None:
     """The one atomic step: fsync the new data folder, swap the manifest, then clear stale folders."""
     files = {f.relative_to(data).as_posix(): f.stat().st_size for f in sorted(data.rglob("*")) if f.is_file()}
-    _fsync_tree(data)
-    atomic_write(root / MANIFEST, json.dumps({**manifest, "data": data.name, "files": files}, indent=2))
-    _fsync_dir(root)
+    fsync_tree(data)
+    atomic_write(root / MANIFEST, json.dumps({**manifest, "data": data.name, "files": files,
+                                              "sha256": sha256s(data, files)}, indent=2))
+    fsync_dir(root)
     for stale in root.iterdir():
         if stale.name != data.name and (stale.name.startswith("data-") or stale.name.endswith(".tmp")):
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
@@ -346,6 +351,23 @@ def read_manifest(root: Path) -> dict:
     return manifest
 
 
+def verify_checksums(root: Path) -> int:
+    """Re-hash every file of the index at `root` against the checksums written when it was built; the bytes
+    checked, or an error naming each file whose bytes changed (sizes and counts are checked on every load)."""
+    manifest = read_manifest(root)
+    expected = manifest.get("sha256")
+    if not isinstance(expected, dict) or set(expected) != set(manifest["files"]):
+        raise CascadeError(f"index {root} has no checksums (built before Cascade wrote them); rebuild it with "
+                           "`cascade index` to be able to verify it")
+    data = root / manifest["data"]
+    missing = [name for name in expected if not (data / name).is_file()]
+    damaged = missing or [name for name, digest in sha256s(data, expected).items() if digest != expected[name]]
+    if damaged:
+        raise CascadeError(f"index {root} is damaged: {', '.join(damaged)} changed since it was built (checksum "
+                           "mismatch); delete the index and rebuild it with `cascade index`")
+    return sum(manifest["files"].values())
+
+
 def recorded_reranker(root: Path) -> str | None:
     """The reranker `cascade adapt` recorded for this index: a model folder, "" for none (reranking did not
     pay), or None when nothing is recorded (the usual default applies)."""
@@ -374,20 +396,3 @@ def _read_lines(path: Path) -> list[dict]:
             return [json.loads(line) for line in fh if line.strip()]
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CascadeError(f"index is damaged: {path} is unreadable ({e})") from None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    for f in root.rglob("*"):
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    for d in [root, *(p for p in root.rglob("*") if p.is_dir())]:
-        _fsync_dir(d)

@@ -19,22 +19,23 @@ from cascade.context import Context, Span, Tokenizer, assemble, window_position
 from cascade.documents import Document, unique
 from cascade.errors import CascadeError
 from cascade.index import MANIFEST, BuildStats, Index, recorded_reranker
-from cascade.models import DEFAULT_ENCODER
-from cascade.rerank import Reranker, RerankerChoice, load_reranker
+from cascade.models.bi_encoder import Encoder
+from cascade.models.hub import DEFAULT_ENCODER
+from cascade.models.token_encoder import TokenEncoder
 from cascade.rerank import budget
+from cascade.rerank.base import Reranker
 from cascade.rerank.cache import CacheSpec, open_cache
-from cascade.rerank.late_interaction import TokenEncoder
+from cascade.rerank.factory import RerankerChoice, load_reranker
 from cascade.rerank.llm import LLMReranker
 from cascade.results import Hit, SearchResult, StageRuns
-from cascade.retrieve import Encoder, fuse
+from cascade.retrieve.hybrid import fuse
 from cascade.runners import Runner
-from cascade.settings import UNBUDGETED, SearchSettings
+from cascade.settings import CONTEXT_TOP, UNBUDGETED, SearchSettings
 from cascade.stages import STAGES
 
 log = logging.getLogger(__name__)
 
 HIT_STAGES = ("bm25", "dense", "fusion", *STAGES)  # each hit's score and rank at every one of these
-CONTEXT_TOP = 20  # hits `context` packs from by default: more than a search shows, the token budget cuts
 DocLike = Union[Document, dict, str]
 RerankerSpec = Union[str, Reranker, None]
 
@@ -128,7 +129,7 @@ class Cascade:
         previous = None
         if path is not None and (Path(path) / MANIFEST).exists():
             try:
-                previous = Index.load(path)
+                previous = Index.load(path, verify=True)  # damaged vectors must not be reused
             except CascadeError as e:
                 log.warning("rebuilding from scratch: could not read the existing index (%s)", e)
         if not isinstance(encoder, Encoder):
@@ -151,10 +152,11 @@ class Cascade:
 
     @classmethod
     def load(cls, path: str | Path, *, reranker: RerankerSpec = "auto", device: str | None = None,
-             cache: CacheSpec = "memory", llm: LLMReranker | None = None) -> "Cascade":
+             cache: CacheSpec = "memory", llm: LLMReranker | None = None, verify: bool = False) -> "Cascade":
         """Open a saved index. `cache`: "memory" (in-process LRU), "none", or a redis:// URL to share scores.
+        `verify`: re-hash the index's files against their checksums first (a server does, at start).
         `reranker="auto"` follows the choice `cascade adapt` recorded in the index, if any."""
-        index = Index.load(path)
+        index = Index.load(path, verify=verify)
         recorded = recorded_reranker(Path(path)) if reranker == "auto" else None
         if recorded is not None:
             reranker = recorded or None
@@ -188,9 +190,7 @@ class Cascade:
         settings = (settings or SearchSettings()).replace(**changes)
         run = self.run_stages(query, settings)
         stage_lists = {"bm25": run.bm25, "dense": run.dense, "fusion": run.fusion}
-        for name in STAGES:
-            if getattr(run, name) is not None:
-                stage_lists[name] = getattr(run, name)
+        stage_lists |= {name: head for name, head in run.heads.items() if head is not None}
         lookup = {name: {int(i): (float(s), r) for r, (i, s) in enumerate(zip(*lst), 1)}
                   for name, lst in stage_lists.items()}
         hits = []
@@ -201,9 +201,9 @@ class Cascade:
             hits.append(Hit(id=p.id, doc_id=p.doc_id, title=p.title, text=p.text, score=seen[last][0], rank=rank,
                             stage_scores={k: v[0] if v else None for k, v in seen.items()},
                             stage_ranks={k: v[1] if v else None for k, v in seen.items()}))
-        degraded = bool(run.rerank_status.get("degraded")) or bool(run.llm_status and run.llm_status["degraded"])
-        return SearchResult(query=query.strip(), hits=hits, timings_ms=run.timings_ms, rerank=run.rerank_status,
-                            degraded=degraded, llm=run.llm_status)
+        degraded = any(status.get("degraded") for status in run.statuses.values())
+        return SearchResult(query=query.strip(), hits=hits, timings_ms=run.timings_ms, rerank=run.statuses["rerank"],
+                            degraded=degraded, llm=run.statuses.get("llm"))
 
     def context(self, query: str, max_tokens: int = 2000, tokenizer: str | None = None,
                 settings: SearchSettings | None = None, **changes) -> Context:
@@ -260,11 +260,12 @@ class Cascade:
         order, heads, statuses = fused[0], {}, {}
         for stage in chain:
             outcome = stage.reorder(self, query, order, s, deadline)
-            order, heads[stage.name], statuses[stage.name] = outcome.order, outcome.head, outcome.status
+            order, heads[stage.name] = outcome.order, outcome.head
+            if outcome.status is not None:
+                statuses[stage.name] = outcome.status
             t.append(time.perf_counter())
         names = ["bm25", "dense", "fusion", *(stage.name for stage in chain)]
         timings = {name: (b - a) * 1000 for name, a, b in zip(names, t, t[1:])}
         timings["total"] = (t[-1] - t[0]) * 1000
-        return StageRuns(bm25=bm25, dense=dense, fusion=fused, rerank=heads["rerank"], order=order,
-                         timings_ms=timings, rerank_status=statuses["rerank"], late=heads.get("late"),
-                         llm=heads.get("llm"), llm_status=statuses.get("llm"), query_vector=query_vector)
+        return StageRuns(bm25=bm25, dense=dense, fusion=fused, order=order, timings_ms=timings, heads=heads,
+                         statuses=statuses, query_vector=query_vector)

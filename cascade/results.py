@@ -42,11 +42,10 @@ class StageRuns:
     bm25: tuple[np.ndarray, np.ndarray]
     dense: tuple[np.ndarray, np.ndarray]
     fusion: tuple[np.ndarray, np.ndarray]
-    rerank: tuple[np.ndarray, np.ndarray] | None  # the cross-encoder's head only
     order: np.ndarray  # final order: the last stage's head, then the rest of the list before it
     timings_ms: dict[str, float]
-    rerank_status: dict
-    late: tuple[np.ndarray, np.ndarray] | None = None  # late interaction's head only
-    llm: tuple[np.ndarray, np.ndarray] | None = None  # the LLM's head, scored by rank (depth - position)
-    llm_status: dict | None = None
+    # each later stage that ran, by its registry name ("late", "rerank", "llm"): its own ranking of the head
+    # it reordered (None if it did nothing; the LLM's scored by rank), and its status where it reports one
+    heads: dict[str, tuple[np.ndarray, np.ndarray] | None] = field(default_factory=dict)
+    statuses: dict[str, dict] = field(default_factory=dict)
     query_vector: np.ndarray | None = None  # the encoded query (eval reuses it to measure ANN recall)

@@ -60,7 +60,7 @@ def worker_encoder(encoder):
     if not isinstance(encoder, str):
         return encoder
     if encoder not in _ENCODERS:
-        from cascade.retrieve import Encoder
+        from cascade.models.bi_encoder import Encoder
 
         _ENCODERS[encoder] = Encoder(encoder)
     return _ENCODERS[encoder]

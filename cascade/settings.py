@@ -18,6 +18,7 @@ from cascade.errors import CascadeError
 from cascade.rerank.blend import DEFAULT_BLEND
 from cascade.retrieve.hybrid import FUSIONS
 
+CONTEXT_TOP = 20  # hits `context` packs from by default: more than a search shows, the token budget cuts
 STAGE_ORDER = ("hybrid", "late", "rerank", "llm")  # stages run in this order, each reordering the head of the last
 STAGE_DEPTHS = {"hybrid": "retrieve", "late": "late_depth", "rerank": "rerank_depth", "llm": "llm_depth"}
 

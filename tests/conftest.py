@@ -41,10 +41,10 @@ def beir_slice(src: Path, out: Path, split: str, n_queries: int, distractors: in
 
 def assert_within_bound(got, want, dtype) -> None:
     """Scores of the same items computed in different batchings differ by at most the bound that
-    `cascade.inference.tolerance` states for the precision they ran at (relative to max(1, |score|))."""
+    `cascade.models.runtime.tolerance` states for the precision they ran at (relative to max(1, |score|))."""
     import numpy as np
 
-    from cascade.inference import tolerance
+    from cascade.models.runtime import tolerance
 
     got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
     bound = tolerance(dtype) * np.maximum(1.0, np.abs(want))
@@ -54,7 +54,7 @@ def assert_within_bound(got, want, dtype) -> None:
 def assert_same_order_beyond_bound(ids_a, scores_a, ids_b, scores_b, dtype) -> None:
     """Two rankings agree on every pair of shared items whose scores are further apart than twice the bound:
     only near-ties may swap."""
-    from cascade.inference import tolerance
+    from cascade.models.runtime import tolerance
 
     b = dict(zip(list(ids_b), list(scores_b)))
     shared = [(i, s) for i, s in zip(list(ids_a), list(scores_a)) if i in b]
@@ -69,7 +69,7 @@ def make_cross_encoder(out: Path, num_labels: int = 1, seed: int = 0, layers: in
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from cascade.models import DEFAULT_ENCODER, bundled_path
+    from cascade.models.hub import DEFAULT_ENCODER, bundled_path
 
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,

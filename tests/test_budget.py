@@ -138,6 +138,20 @@ def test_budget_too_small_for_any_batch_returns_first_stage_order(clock):
     assert "scored 0 of 12" in result.rerank["reason"]
 
 
+def test_a_first_stage_that_used_the_budget_up_is_named_as_the_cause(clock, monkeypatch):
+    scorer = SlowScorer(clock, ms_per_token=1.0, believed_ms_per_token=1.0)
+    cascade = Cascade.build(DOCS, reranker=scorer, cache=None)
+    encode = cascade.encoder.encode_query
+
+    def slow_encode(query):  # a loaded machine: encoding the query alone takes 500 ms
+        clock.t += 0.5
+        return encode(query)
+
+    monkeypatch.setattr(cascade.encoder, "encode_query", slow_encode)
+    result = cascade.search("tides", retrieve=12, rerank_depth=12, top=12, budget_ms=100)
+    assert result.degraded and result.rerank["scored"] == 0
+    assert result.rerank["reason"] == "latency budget: scored 0 of 12 (what ran before reranking took 500 ms of the 100 ms budget)"
+
 def test_bad_budgets_are_refused():
     cascade = Cascade.build(DOCS, reranker=None, cache=None)
     for bad in (-1, float("nan"), "fast"):

@@ -9,7 +9,7 @@ import pytest
 from cascade.cli import main
 from cascade.context import Span, Tokenizer, assemble, merge_overlap, window_position
 from cascade.errors import CascadeError
-from cascade.models import DEFAULT_ENCODER
+from cascade.models.hub import DEFAULT_ENCODER
 from tests.conftest import write_jsonl
 
 
@@ -55,6 +55,18 @@ def test_budget_is_never_exceeded_and_the_cut_is_marked(tokenizer, budget):
     assert all(not s.truncated for s in ctx.sources[:-1])
     if ctx.sources and ctx.sources[-1].truncated:
         assert ctx.sources[-1].text.endswith(" ...")
+
+
+@pytest.mark.parametrize("budget", [500, 5000, 1_000_000])
+def test_summed_counts_pack_exactly_what_recounting_the_whole_text_packs(tokenizer, scifact, budget):
+    """Counting each source once (linear) must give what counting the growing context each time gave."""
+    from cascade.context import _pack, group
+    from cascade.documents import load_documents
+
+    docs = [d for d, _ in zip(load_documents(scifact), range(60))]
+    documents, _ = group([Span(d.id, d.id, d.title, d.text, 0) for d in docs])
+    summed, exact = (_pack("q", documents, budget, tokenizer, way) for way in (False, True))
+    assert summed == exact and summed.tokens <= budget
 
 
 def test_bad_budget_and_tokenizer_are_clear_errors(tokenizer, tmp_path):

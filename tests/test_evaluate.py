@@ -6,8 +6,9 @@ import pytest
 from cascade import CascadeError, Passage
 from cascade.cli import main
 from cascade.evaluate.beir import load_split
+from cascade.evaluate.chains import parse_stages
 from cascade.evaluate.diagnostics import diagnose
-from cascade.evaluate.runner import EvalResult, StageResult, doc_run, final_ranking, parse_stages
+from cascade.evaluate.runner import EvalResult, StageResult, doc_run, final_ranking
 from cascade.evaluate.sweep import parse_depths, suggest
 from cascade.results import StageRuns
 from tests.conftest import beir_slice
@@ -45,8 +46,8 @@ def test_doc_run_takes_the_best_passage_per_document():
 
 
 def test_final_ranking_keeps_scores_non_increasing():
-    runs = StageRuns(bm25=None, dense=None, fusion=None, rerank=(np.array([7, 3]), np.array([2.5, -1.0])),
-                     order=np.array([7, 3, 1, 4]), timings_ms={}, rerank_status={})
+    runs = StageRuns(bm25=None, dense=None, fusion=None, heads={"rerank": (np.array([7, 3]), np.array([2.5, -1.0]))},
+                     order=np.array([7, 3, 1, 4]), timings_ms={})
     ids, scores = final_ranking(runs)
     assert ids.tolist() == [7, 3, 1, 4]
     assert np.all(np.diff(scores) < 0) and scores[:2].tolist() == [2.5, -1.0]

@@ -65,8 +65,8 @@ def test_dense_vectors_are_normalised_and_match_a_fresh_encoding(small_index):
 def test_encoding_progress_moves_per_batch_and_bars_stay_off_the_log(tmp_path, capfd):
     """The index's bar is told after every batch (it sat at 0/7727 for 18 minutes when told per 4,096
     passages), and a command whose stderr is not a terminal draws no bar at all."""
-    from cascade.models import DEFAULT_ENCODER
-    from cascade.retrieve import Encoder
+    from cascade.models.bi_encoder import Encoder
+    from cascade.models.hub import DEFAULT_ENCODER
 
     told = []
     Encoder(DEFAULT_ENCODER).encode([f"passage number {k}" for k in range(10)], batch_size=4, on_batch=told.append)
@@ -152,6 +152,51 @@ def test_damaged_index_gives_one_clear_error(copy_of_index, damage, message, cap
     assert err.startswith("cascade: error:") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+def _flip_one_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # same size: loading cannot see it
+    path.write_bytes(bytes(data))
+
+
+def test_checksums_catch_same_size_damage_and_a_rebuild_starts_over(copy_of_index, tmp_path, docs_jsonl, capsys):
+    assert main(["verify", str(copy_of_index)]) == 0
+    assert "every file matches its checksum" in capsys.readouterr().out
+    before = Cascade.load(copy_of_index, reranker=None).search("rate limiting", rerank_depth=0)
+    _flip_one_byte(copy_of_index / _manifest(copy_of_index)["data"] / VECTORS)
+    Index.load(copy_of_index)  # sizes and counts still agree
+    assert main(["verify", str(copy_of_index)]) == 2
+    err = capsys.readouterr().err
+    assert f"{VECTORS} changed since it was built" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(CascadeError, match="checksum mismatch"):
+        Cascade.load(copy_of_index, reranker=None, verify=True)
+    # an update over the damaged index must not reuse its vectors: it rebuilds from scratch
+    rebuilt = Cascade.build(load_documents(docs_jsonl), copy_of_index, reranker=None)
+    assert rebuilt.build_stats.reused == 0
+    after = rebuilt.search("rate limiting", rerank_depth=0)
+    assert [h.id for h in after.hits] == [h.id for h in before.hits]
+    assert main(["verify", str(copy_of_index)]) == 0
+
+
+def test_an_index_without_checksums_says_so(copy_of_index, capsys):
+    _write_manifest(copy_of_index, {k: v for k, v in _manifest(copy_of_index).items() if k != "sha256"})
+    Cascade.load(copy_of_index, reranker=None, verify=True)  # old indexes still load
+    assert main(["verify", str(copy_of_index)]) == 2
+    assert "has no checksums" in capsys.readouterr().err
+
+
+def test_files_rewritten_in_place_are_noticed_but_atomic_replacement_is_not(copy_of_index):
+    index = Index.load(copy_of_index)
+    assert index.stamps.changed() == []
+    data = copy_of_index / _manifest(copy_of_index)["data"]
+    passages = next(n for n in _manifest(copy_of_index)["files"] if n.endswith(".jsonl") or "passages" in n)
+    (data / passages).replace(data / "moved-away")  # what a re-index does to the old files: the inode lives on
+    (data / passages).write_bytes((data / "moved-away").read_bytes())
+    assert index.stamps.changed() == []
+    with open(data / VECTORS, "r+b") as fh:  # cp over the file: same inode, new bytes
+        fh.truncate(0)
+    assert index.stamps.changed() == [VECTORS]
+
+
 def test_unknown_index_dir(tmp_path, capsys):
     assert main(["search", str(tmp_path / "nowhere"), "q"]) == 2
     assert "index not found" in capsys.readouterr().err
@@ -201,3 +246,17 @@ def test_a_second_writer_is_refused_and_a_failed_first_build_leaves_no_folder(tm
     bad.write_text('{"_id": "a", "text": "fine"}\n{"_id": "b", "text": 5}\n')
     assert main(["index", str(bad), "--out", str(tmp_path / "fresh"), "--quiet"]) == 2
     assert not (tmp_path / "fresh").exists()
+
+
+def test_a_folder_the_machine_refuses_is_one_clear_line(docs_jsonl, capsys):
+    assert main(["index", str(docs_jsonl), "--out", "/dev/null/idx", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cascade: error: Not a directory") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags, message", [(["--port", "70000"], "a TCP port is 1..65535"),
+                                            (["--max-body-mb", "nan"], "must be a number > 0")])
+def test_serve_flags_out_of_range_are_usage_errors(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", *flags])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -9,7 +9,8 @@ import pytest
 
 from cascade.cli import main
 from cascade.errors import CascadeError
-from cascade.rerank.late_interaction import LateInteraction, TokenStore, maxsim
+from cascade.rerank.late_interaction import LateInteraction
+from cascade.retrieve.tokens import TokenStore, maxsim
 from tests.conftest import DOCS, write_jsonl
 
 
@@ -62,7 +63,7 @@ def test_stored_scores_equal_the_standalone_reranker(late_index):
 
     engine = Cascade.load(late_index, reranker=None, cache=None)
     run = engine.run_stages("what raises the tides?", retrieve=6, rerank_depth=0, late_depth=6, blend=0)
-    ids, scores = run.late
+    ids, scores = run.heads["late"]
     standalone = LateInteraction()
     contents = [engine.index.passages[int(i)].content for i in ids]
     direct = standalone.predict([("what raises the tides?", c) for c in contents])

@@ -15,8 +15,7 @@ import pytest
 import Stemmer
 
 from cascade import CascadeError
-from cascade.evaluate.metrics import (METRICS, mean, metric_fn, mrr_at, ndcg_at, per_query, precision_at, ranked,
-                                      recall_at)
+from cascade.evaluate.metrics import METRICS, mean, metric_fn, mrr_at, ndcg_at, per_query, precision_at, ranked, recall_at
 
 BEIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "beir"
 DEPTH = 100

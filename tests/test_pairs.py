@@ -6,7 +6,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from cascade.documents import load_documents
-from cascade.models import resolve
+from cascade.models.hub import resolve
 from cascade.rerank import pairs as pairs_module
 from cascade.rerank.pairs import PairTokens, cut, fit
 

@@ -170,7 +170,7 @@ def test_adapt_improves_held_out_pseudo_queries_and_the_index_follows_it(slice_d
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from cascade import Cascade
-    from cascade.models import DEFAULT_ENCODER, bundled_path
+    from cascade.models.hub import DEFAULT_ENCODER, bundled_path
 
     index = tmp_path / "index"
     Cascade.build(load_documents(slice_dir), index, reranker=None, progress=False)

@@ -5,7 +5,7 @@ import pytest
 
 from cascade.evaluate.beir import load_split
 from cascade.evaluate.runner import evaluate, open_cascade
-from cascade.models import BUNDLED_RERANKER, bundled_path
+from cascade.models.hub import BUNDLED_RERANKER, bundled_path
 from cascade.pipeline import Cascade
 from cascade.rerank import load_reranker
 

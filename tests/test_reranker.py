@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from cascade import CascadeError, CrossEncoder
-from cascade.inference import cpu_has_fast_bf16, length_sorted_batches
-from cascade.models import DEFAULT_ENCODER, DEFAULT_RERANKER, bundled_path
+from cascade.models.hub import DEFAULT_ENCODER, DEFAULT_RERANKER, bundled_path
+from cascade.models.runtime import cpu_has_fast_bf16, length_sorted_batches
 from cascade.rerank import load_reranker
 from tests.conftest import assert_within_bound, make_cross_encoder
 
@@ -105,7 +105,7 @@ def test_unknown_hub_id_offline_is_a_clear_error(monkeypatch, tmp_path):
 
 def test_resolution_explicit_bundled_cached_unavailable(tiny_ce, tmp_path, monkeypatch):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr("cascade.models.WEIGHTS_DIR", tmp_path / "no-bundle")
+    monkeypatch.setattr("cascade.models.hub.WEIGHTS_DIR", tmp_path / "no-bundle")
     choice = load_reranker()
     assert choice.reranker is None and DEFAULT_RERANKER in choice.reason and "--reranker" in choice.reason
 
@@ -118,7 +118,7 @@ def test_resolution_explicit_bundled_cached_unavailable(tiny_ce, tmp_path, monke
     assert choice.reranker is not None and choice.reranker.model_id == DEFAULT_RERANKER
 
     bundled = make_cross_encoder(tmp_path / "weights" / "reranker", seed=1)
-    monkeypatch.setattr("cascade.models.WEIGHTS_DIR", tmp_path / "weights")
+    monkeypatch.setattr("cascade.models.hub.WEIGHTS_DIR", tmp_path / "weights")
     choice = load_reranker()
     assert choice.reranker.path == str(bundled) and choice.reranker.model_id == "cascade-reranker"
     assert load_reranker(str(tiny_ce)).reranker.path == str(tiny_ce)

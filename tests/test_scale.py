@@ -11,7 +11,8 @@ from cascade.cli import main
 from cascade.evaluate.beir import load_split
 from cascade.evaluate.runner import evaluate
 from cascade.index import Index
-from cascade.retrieve import BM25, DenseIndex
+from cascade.retrieve.bm25 import BM25
+from cascade.retrieve.dense import DenseIndex
 from tests.conftest import assert_same_order_beyond_bound, assert_within_bound, beir_slice
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from cascade import Cascade, CascadeError, CrossEncoder, Hit
 from cascade.cli import main
-from cascade.models import DEFAULT_ENCODER, bundled_path
+from cascade.models.hub import DEFAULT_ENCODER, bundled_path
 
 
 def run_json(capsys, *args):
@@ -44,7 +44,7 @@ def test_json_contract_with_reranker(small_index, tiny_ce, capsys):
 def test_without_reranker_reports_unavailable_and_keeps_first_stage_order(small_index, capsys, monkeypatch,
                                                                            tmp_path):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setattr("cascade.models.WEIGHTS_DIR", tmp_path / "no-bundle")
+    monkeypatch.setattr("cascade.models.hub.WEIGHTS_DIR", tmp_path / "no-bundle")
     out = run_json(capsys, small_index, "cache miss database round trip")
     assert out["rerank"]["status"] == "unavailable" and "not in the local Hugging Face cache" in out["rerank"]["reason"]
     assert [h["stage_ranks"]["fusion"] for h in out["hits"]] == list(range(1, len(out["hits"]) + 1))

@@ -262,6 +262,24 @@ def test_search_without_an_index_is_404(ce):
         assert c.get("/health").json()["index"] is None
 
 
+def test_an_index_overwritten_in_place_is_refused_not_read(ce, small_index, tmp_path):
+    """`cp` over a served file would give wrong results or SIGBUS the server: it answers 503 instead, until a
+    reload opens the files afresh."""
+    import shutil
+
+    copy = shutil.copytree(small_index, tmp_path / "idx")
+    with make_client(ce, copy) as c:
+        assert c.post("/search", json={"query": QUERY}).status_code == 200
+        manifest = json.loads((copy / "manifest.json").read_text())
+        vectors = copy / manifest["data"] / "shard-000" / "dense" / "vectors.npy"
+        vectors.write_bytes(vectors.read_bytes())  # rewritten in place, as cp does
+        for route in ("/search", "/context"):
+            r = c.post(route, json={"query": QUERY})
+            assert r.status_code == 503 and "shard-000/dense/vectors.npy" in r.json()["message"]
+        assert c.post("/admin/reload").status_code == 200
+        assert c.post("/search", json={"query": QUERY}).status_code == 200
+
+
 def test_health_answers_while_searches_wait_for_the_model(ce, small_index):
     """A liveness probe must not queue behind searches: hold the model and fill the worker pool first."""
     app = create_app(ce, Cascade.load(small_index, reranker=ce), ServeConfig(index=small_index))
@@ -316,6 +334,13 @@ def test_api_key_guards_every_route_but_health(ce, small_index):
         assert c.post("/rerank", json=payload, headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert c.get("/metrics").status_code == 401 and c.post("/admin/reload").status_code == 401
         assert c.get("/health").status_code == 200
+        for page in ("/docs", "/redoc", "/openapi.json"):
+            assert c.get(page).status_code == 401
+            assert c.get(page, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/openapi.json", headers={"Authorization": "Bearer s3cret"}).json()["info"]["title"] == "Cascade"
+    with make_client(ce, small_index, api_key="s3cret", public_docs=True) as c:
+        assert c.get("/openapi.json").status_code == 200 and c.get("/docs").status_code == 200
+        assert c.post("/rerank", json=payload).status_code == 401
 
 
 def test_micro_batching_coalesces_concurrent_requests_without_changing_scores(ce):

@@ -74,3 +74,17 @@ def test_every_registered_stage_has_its_depth_setting_in_order():
 
     assert STAGE_ORDER == ("hybrid", *STAGES)
     assert STAGE_DEPTHS == {"hybrid": "retrieve", **{name: stage.depth for name, stage in STAGES.items()}}
+
+
+def test_light_imports_load_no_model_code():
+    """`cascade --help`/`--version`, settings and the package face load neither torch nor transformers."""
+    import subprocess
+    import sys
+
+    code = ("import sys, cascade, cascade.rerank, cascade.settings, cascade.cli.parser, cascade.evaluate.chains; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules)); print(cascade.__version__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "[]"
+    assert out[1] == __import__("cascade").__version__
+    version = subprocess.run([sys.executable, "-m", "cascade.cli", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("cascade ")

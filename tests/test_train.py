@@ -60,7 +60,7 @@ def test_easy_negatives_and_positive_cap(scifact_train_slice, tmp_path):
 
 
 def test_fresh_head_trains_faster_than_the_encoder(tiny_ce, tmp_path, scifact_train_slice):
-    from cascade.models import DEFAULT_ENCODER, bundled_path
+    from cascade.models.hub import DEFAULT_ENCODER, bundled_path
 
     data = prepare([scifact_train_slice], TrainConfig(out=str(tmp_path)), progress=False)
     fresh = Trainer(TrainConfig(out=str(tmp_path), base=str(bundled_path(DEFAULT_ENCODER)), lr=2e-5), data)

@@ -11,7 +11,6 @@ import os
 import sys
 from typing import Sequence
 
-from cascade.cli.commands import COMMANDS
 from cascade.cli.parser import build_parser
 from cascade.errors import CascadeError
 
@@ -29,9 +28,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("cascade: %(levelname)s: %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     try:
+        from cascade.cli.commands import COMMANDS  # after parsing: --help and --version load no model code
+
         COMMANDS[args.command](args)
     except CascadeError as e:
         print(f"cascade: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the machine refused: read-only folder, disk full, no permission; the user can fix it
+        where = f": {e.filename}" if e.filename else ""
+        print(f"cascade: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cascade: interrupted", file=sys.stderr)

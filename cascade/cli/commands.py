@@ -9,7 +9,7 @@ import sys
 
 from cascade.cli.parser import flag
 from cascade.errors import CascadeError
-from cascade.evaluate.runner import STAGES as EVAL_STAGES
+from cascade.evaluate.chains import STAGES as EVAL_STAGES
 from cascade.settings import NAMES, STAGE_DEPTHS, UNBUDGETED, SearchSettings, SettingError
 
 
@@ -69,6 +69,15 @@ def cmd_index(args: argparse.Namespace) -> None:
     if info:
         print(f"late interaction: {info['tokens']} token vectors ({info['model']}, dim {info['dim']}, {info['dtype']}), "
               f"{info['bytes'] / 2**20:.1f} MiB, {info['bytes_per_passage'] / 1024:.1f} KiB per passage")
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from cascade.index import verify_checksums
+
+    checked = verify_checksums(Path(args.index))
+    print(f"index {args.index}: every file matches its checksum ({checked / 2**20:.1f} MiB checked)")
 
 
 def cmd_search(args: argparse.Namespace) -> None:
@@ -139,6 +148,7 @@ def open_dataset(args: argparse.Namespace, reranker: str | None, late_interactio
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    from cascade.evaluate.chains import chain, parse_stages
     from cascade.evaluate.diagnostics import diagnose
     from cascade.evaluate.report import (
         PLOTS_NEED,
@@ -149,7 +159,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         write_report,
         write_runs,
     )
-    from cascade.evaluate.runner import chain, evaluate, parse_stages
+    from cascade.evaluate.runner import evaluate
 
     stages = parse_stages(args.stages)
     explicit = args.stages != ",".join(EVAL_STAGES)
@@ -265,12 +275,13 @@ def run_training(args: argparse.Namespace, config, teacher: str | None = None) -
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from cascade.models import DEFAULT_ENCODER
+    from cascade.models.hub import DEFAULT_ENCODER
 
     run_training(args, training_config(args, base=args.base or DEFAULT_ENCODER))
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    import faulthandler
     from pathlib import Path
 
     from cascade.serve import require_serve_extra
@@ -279,24 +290,26 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from cascade import Cascade
-    from cascade.rerank import load_reranker
     from cascade.rerank.cache import open_cache
+    from cascade.rerank.factory import load_reranker
     from cascade.serve.app import ServeConfig, create_app
 
-    if args.max_body_mb <= 0 or args.batch_window_ms < 0:
-        raise CascadeError("--max-body-mb must be > 0 and --batch-window-ms >= 0")
+    if not 0 <= args.batch_window_ms < float("inf"):
+        raise CascadeError(f"--batch-window-ms must be a number >= 0, got {args.batch_window_ms}")
     cache = open_cache(args.cache, ttl_s=args.cache_ttl)
     choice = load_reranker(args.reranker, device=args.device)
     if choice.reranker is None:
         raise CascadeError(f"no reranker to serve: {choice.reason}")
-    engine = Cascade.load(args.index, reranker=choice.reranker, device=args.device, cache=cache) if args.index else None
+    engine = Cascade.load(args.index, reranker=choice.reranker, device=args.device, cache=cache,
+                          verify=not args.no_verify) if args.index else None
+    faulthandler.enable()  # a crash the interpreter cannot catch (SIGBUS on a file changed under it) leaves a line
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"cascade: warning: serving on {args.host} without --api-key: anyone who can reach this port can use "
               "it", file=sys.stderr)
     config = ServeConfig(index=Path(args.index) if args.index else None, api_key=args.api_key or None,
                          max_documents=args.max_documents, max_body_bytes=int(args.max_body_mb * 2**20),
                          micro_batching=not args.no_micro_batching, batch_window_ms=args.batch_window_ms,
-                         tokenizer=args.tokenizer)
+                         tokenizer=args.tokenizer, public_docs=args.public_docs)
     app = create_app(choice.reranker, engine, config)
     print(f"cascade: serving {choice.reranker.model_id}"
           f"{f' and {args.index}' if args.index else ''} on http://{args.host}:{args.port} (docs at /docs)",
@@ -305,7 +318,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
-    from cascade.models import resolve
+    from cascade.models.hub import resolve
 
     teacher = resolve(args.teacher)
     config = training_config(args, base=teacher)
@@ -315,7 +328,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
 def cmd_adapt(args: argparse.Namespace) -> None:
     import shlex
 
-    from cascade.models import resolve
+    from cascade.models.hub import resolve
     from cascade.train.adapt import adapt, adapt_config
 
     changes = {k: getattr(args, k) for k in ("pseudo_queries", "max_steps", "lr", "batch_queries", "eval_every",
@@ -331,5 +344,5 @@ def cmd_adapt(args: argparse.Namespace) -> None:
           f"{report.verdict}; recorded in {args.index}/reranker.json")
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "context": cmd_context, "demo": cmd_demo, "eval": cmd_eval,
+COMMANDS = {"index": cmd_index, "verify": cmd_verify, "search": cmd_search, "context": cmd_context, "demo": cmd_demo, "eval": cmd_eval,
             "sweep": cmd_sweep, "train": cmd_train, "adapt": cmd_adapt, "distill": cmd_distill, "serve": cmd_serve}

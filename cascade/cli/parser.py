@@ -8,13 +8,13 @@ import os
 from typing import Sequence
 
 from cascade._version import __version__
-from cascade.evaluate.runner import CHAIN_DEPTHS
-from cascade.evaluate.runner import STAGES as EVAL_STAGES
-from cascade.models import DEFAULT_ENCODER
-from cascade.pipeline import CONTEXT_TOP
+from cascade.cli.types import ann_param, budget, non_negative, port, positive, positive_float, pseudo_kinds, source_weight
+from cascade.evaluate.chains import CHAIN_DEPTHS
+from cascade.evaluate.chains import STAGES as EVAL_STAGES
+from cascade.models.hub import DEFAULT_ENCODER
 from cascade.rerank.cache import DEFAULT_TTL_S
 from cascade.retrieve.dense import ANN_KINDS
-from cascade.settings import NAMES, SearchSettings
+from cascade.settings import CONTEXT_TOP, NAMES, SearchSettings
 
 EXAMPLES = """\
 examples:
@@ -28,58 +28,6 @@ examples:
   cascade eval ../shared/data/beir/scifact --split test --report scifact.md
   cascade sweep ../shared/data/beir/nfcorpus --split dev --reranker ./my-cross-encoder
 """
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def ann_param(text: str) -> tuple[str, int]:
-    name, sep, value = text.partition("=")
-    try:
-        if not sep or not name:
-            raise ValueError
-        return name.strip(), int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected NAME=INTEGER, e.g. ef_search=128, got {text!r}") from None
-
-
-def non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def source_weight(text: str) -> tuple[str, float]:
-    """NAME=W: a training source (`scifact`, `pseudo:scifact`) and its sampling weight."""
-    name, sep, value = text.partition("=")
-    try:
-        weight = float(value)
-    except ValueError:
-        weight = -1.0
-    if not sep or not name or not weight >= 0 or weight == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT with a weight >= 0, got {text!r}")
-    return name, weight
-
-
-def pseudo_kinds(text: str) -> tuple[str, ...]:
-    from cascade.train.pseudo import KINDS
-
-    kinds = tuple(dict.fromkeys(k.strip() for k in text.split(",") if k.strip()))
-    unknown = [k for k in kinds if k not in KINDS]
-    if unknown or not kinds:
-        raise argparse.ArgumentTypeError(f"unknown kind(s) {', '.join(unknown) or '(none)'}; choose from "
-                                         f"{', '.join(KINDS)}")
-    return kinds
-
-
-def budget(text: str) -> float | None:
-    """Milliseconds, or none/off for no limit (its bounds are `SearchSettings`')."""
-    return None if text.lower() in ("none", "off") else float(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "       -d '{\"query\": \"tides\", \"documents\": [\"the moon raises tides\", \"cats\"]}'")
     v.add_argument("index", nargs="?", default=None, help="index directory for /search (optional)")
     v.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    v.add_argument("--port", type=positive, default=8080, help="port (default 8080)")
+    v.add_argument("--port", type=port, default=8080, help="port (default 8080)")
     v.add_argument("--api-key", default=os.environ.get("CASCADE_API_KEY"), metavar="KEY",
                    help="require 'Authorization: Bearer KEY' on every route but /health (default: $CASCADE_API_KEY)")
     v.add_argument("--reranker", default=None, metavar="MODEL", help="cross-encoder (default: the bundled one)")
@@ -202,12 +150,24 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--cache-ttl", type=positive, default=DEFAULT_TTL_S, metavar="S", help="Redis TTL (one week)")
     v.add_argument("--max-documents", type=positive, default=1000, metavar="N",
                    help="most documents one /rerank request may send (default 1000)")
-    v.add_argument("--max-body-mb", type=float, default=8.0, metavar="MB", help="largest request body (default 8)")
+    v.add_argument("--max-body-mb", type=positive_float, default=8.0, metavar="MB", help="largest request body (default 8)")
     v.add_argument("--batch-window-ms", type=float, default=5.0, metavar="MS",
                    help="how long the model thread waits to coalesce concurrent /rerank requests (default 5)")
     v.add_argument("--no-micro-batching", action="store_true", help="score each /rerank request on its own")
     v.add_argument("--tokenizer", default=None, metavar="NAME",
                    help="tokenizer /context counts its max_tokens in: your LLM's (default: the index encoder's)")
+    v.add_argument("--public-docs", action="store_true",
+                   help="serve /docs, /redoc and /openapi.json without the API key (by default they need it too)")
+    v.add_argument("--no-verify", action="store_true",
+                   help="skip re-hashing the index's files against their checksums at start (a large index starts "
+                        "faster; a damaged one then answers wrong instead of refusing to start)")
+
+    y = sub.add_parser("verify", help="check an index's files against the checksums written when it was built",
+                       description="Re-hash every file of an index and compare with the SHA-256 recorded at build "
+                                   "time: catches bytes changed on disk (a bad copy, a failing disk, an edit) that "
+                                   "loading cannot see. Exit 0 when all match, 2 naming the damaged files.",
+                       epilog="example:\n  cascade verify ./idx", formatter_class=argparse.RawDescriptionHelpFormatter)
+    y.add_argument("index", help="index directory")
 
     t = sub.add_parser("train", help="fine-tune a cross-encoder reranker on BEIR-style labels",
                        description="Mine hard negatives with Cascade's own hybrid first stage, fine-tune a "

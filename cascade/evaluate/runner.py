@@ -18,16 +18,14 @@ from tqdm.auto import tqdm
 from cascade.documents import Passage, load_documents
 from cascade.errors import CascadeError
 from cascade.evaluate.beir import Split
+from cascade.evaluate.chains import CHAIN, STAGES, chain, eval_settings, parse_stages
 from cascade.evaluate.metrics import mean, per_query
 from cascade.index import MANIFEST, read_manifest
 from cascade.pipeline import Cascade, RerankerSpec
 from cascade.results import StageRuns
-from cascade.settings import UNBUDGETED, SearchSettings
+from cascade.settings import SearchSettings
 
-STAGES = ("bm25", "dense", "hybrid", "hybrid+rerank")  # the default; any hybrid+late/rerank/llm chain is allowed
-CHAIN = ("late", "rerank", "llm")
 RUN_DEPTH = 1000  # documents kept per query in first-stage runs, as BEIR/trec_eval runs do
-CHAIN_DEPTHS = {"late_depth": 60, "llm_depth": 10}  # what chains with a late or llm stage use unless told
 Run = dict[str, dict[str, float]]
 
 
@@ -50,28 +48,6 @@ class EvalResult:
 
     def metric_names(self) -> list[str]:
         return list(next(iter(self.stages.values())).metrics)
-
-
-def chain(stage: str) -> tuple[str, ...] | None:
-    """("late", "rerank") for "hybrid+late+rerank"; () for "hybrid"; None for anything that is not a chain."""
-    first, *rest = stage.split("+")
-    ok = first == "hybrid" and len(set(rest)) == len(rest) and all(r in CHAIN for r in rest)
-    return tuple(sorted(rest, key=CHAIN.index)) if ok and rest == sorted(rest, key=CHAIN.index) else None
-
-
-def parse_stages(text: str) -> list[str]:
-    """Stage names in a canonical order: bm25, dense, then hybrid chains shortest first."""
-    names = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
-    unknown = [s for s in names if s not in ("bm25", "dense") and chain(s) is None]
-    if unknown or not names:
-        raise CascadeError(f"unknown stage(s) {', '.join(unknown) or '(none)'}; choose from bm25, dense, hybrid, "
-                           "or hybrid followed by +late, +rerank, +llm in that order (e.g. hybrid+late+rerank)")
-    return sorted(names, key=_stage_order)
-
-
-def _stage_order(stage: str) -> tuple:
-    links = chain(stage) or ()
-    return stage != "bm25", stage != "dense", len(links), [CHAIN.index(link) for link in links]
 
 
 def default_index_dir(data: Path) -> Path:
@@ -118,7 +94,7 @@ def doc_run(passages: Sequence[Passage], ids: np.ndarray, scores: np.ndarray, de
 
 def final_ranking(runs: StageRuns) -> tuple[np.ndarray, np.ndarray]:
     """The reranked list with non-increasing scores: reranked head, then the fused tail below it."""
-    head_ids, head_scores = runs.rerank
+    head_ids, head_scores = runs.heads["rerank"]
     tail = runs.order[len(head_ids):]
     floor = float(head_scores.min()) if len(head_scores) else 0.0
     return runs.order, np.concatenate([head_scores, floor - 1.0 - np.arange(len(tail))])
@@ -126,17 +102,9 @@ def final_ranking(runs: StageRuns) -> tuple[np.ndarray, np.ndarray]:
 
 def chain_ranking(runs: StageRuns) -> tuple[np.ndarray, np.ndarray]:
     """A chain's final list with non-increasing scores (the cross-encoder's own when it ran last)."""
-    if runs.rerank is not None and runs.llm is None:
+    if runs.heads.get("rerank") is not None and "llm" not in runs.heads:
         return final_ranking(runs)
     return runs.order, -np.arange(len(runs.order), dtype=np.float64)
-
-
-def eval_settings(stages: Sequence[str], settings: SearchSettings | None = None, **changes) -> SearchSettings:
-    """The settings chains run with: no budget (exact numbers); late and llm depths only where a chain has
-    that stage (CHAIN_DEPTHS by default), so they constrain nothing else."""
-    uses = {link for s in stages for link in chain(s) or ()}
-    base = settings or UNBUDGETED.replace(**{k: v for k, v in CHAIN_DEPTHS.items() if k.split("_")[0] in uses})
-    return base.replace(**changes)
 
 
 def evaluate(cascade: Cascade, split: Split, stages: Sequence[str] = STAGES, settings: SearchSettings | None = None,

@@ -77,8 +77,8 @@ def sweep(cascade: Cascade, split: Split, depths: Sequence[int], settings: Searc
     for qid in tqdm(qids, desc=f"sweeping {split.name}/{split.split}", unit="q", disable=not progress):
         # raw scores once, at the deepest depth; each depth's blend below
         r = cascade.run_stages(split.queries[qid], s, rerank_depth=depths[-1], blend=0)
-        fused = np.concatenate([r.late[0], r.fusion[0][late_depth:]]) if late_depth else r.fusion[0]
-        score = dict(zip(r.rerank[0].tolist(), r.rerank[1].tolist()))
+        fused = np.concatenate([r.heads["late"][0], r.fusion[0][late_depth:]]) if late_depth else r.fusion[0]
+        score = dict(zip(*(a.tolist() for a in r.heads["rerank"])))
         runs[0][qid] = doc_run(passages, fused, -np.arange(len(fused), dtype=float), RUN_DEPTH)
         for d in depths:
             final = blended_scores(np.array([score[i] for i in fused[:d]]), np.arange(1, d + 1), blend)

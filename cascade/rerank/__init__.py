@@ -1,43 +1,23 @@
-"""Second stage: rerankers behind one protocol, and the rule for which one runs by default."""
+"""Second stage: rerankers behind one protocol (`base.Reranker`: `predict`, `rank`), and the rule for which
+one runs by default (`factory.load_reranker`).
 
-from __future__ import annotations
+The names below load on first use: importing a reranker loads torch, which the light imports (settings,
+the CLI's parser, `cascade --version`) do without.
+"""
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cascade.errors import CascadeError
-from cascade.models import BUNDLED_RERANKER, DEFAULT_RERANKER, bundled_path, cached_path
-from cascade.rerank.base import Reranker
-from cascade.rerank.cross_encoder import CrossEncoder
+from cascade._lazy import lazy_exports
 
-__all__ = ["CrossEncoder", "Reranker", "RerankerChoice", "load_reranker"]
+if TYPE_CHECKING:
+    from cascade.rerank.base import Reranker
+    from cascade.rerank.cross_encoder import CrossEncoder
+    from cascade.rerank.factory import RerankerChoice, load_reranker
+    from cascade.rerank.late_interaction import LateInteraction
+    from cascade.rerank.llm import LLMReranker
 
-
-@dataclass
-class RerankerChoice:
-    """The reranker to use, or None with the reason reranking is unavailable."""
-
-    reranker: Reranker | None
-    reason: str = ""
-
-
-def load_reranker(name: str | None = None, device: str | None = None, precision: str = "auto") -> RerankerChoice:
-    """Resolve the reranker: explicit name -> bundled model -> default id if cached -> unavailable.
-
-    An explicit name that fails to load is an error; the implicit default never downloads and,
-    when nothing is available, the search still runs on first-stage order.
-    """
-    if name:
-        return RerankerChoice(CrossEncoder(name, device=device, precision=precision))
-    if bundled_path(BUNDLED_RERANKER):
-        return RerankerChoice(CrossEncoder(BUNDLED_RERANKER, device=device, precision=precision))
-    cached = cached_path(DEFAULT_RERANKER)
-    if cached:
-        try:
-            return RerankerChoice(CrossEncoder(DEFAULT_RERANKER, device=device, precision=precision))
-        except CascadeError as e:
-            return RerankerChoice(None, f"cached {DEFAULT_RERANKER} failed to load: {e}")
-    return RerankerChoice(
-        None,
-        f"no bundled reranker and {DEFAULT_RERANKER} is not in the local Hugging Face cache; "
-        "pass --reranker with a local cross-encoder directory (or that hub id, when online)",
-    )
+__all__ = ["CrossEncoder", "LateInteraction", "LLMReranker", "Reranker", "RerankerChoice", "load_reranker"]
+__getattr__ = lazy_exports(__name__, {
+    "CrossEncoder": "cascade.rerank.cross_encoder", "LateInteraction": "cascade.rerank.late_interaction",
+    "LLMReranker": "cascade.rerank.llm", "Reranker": "cascade.rerank.base",
+    "RerankerChoice": "cascade.rerank.factory", "load_reranker": "cascade.rerank.factory"})

@@ -10,7 +10,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cascade.errors import CascadeError
-from cascade.inference import length_sorted_batches
+from cascade.models.runtime import length_sorted_batches
 from cascade.rerank import budget
 from cascade.rerank.budget import CostModel, padded_tokens
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cascade.inference import length_sorted_batches
+from cascade.models.runtime import length_sorted_batches
 
 if TYPE_CHECKING:
     from cascade.rerank.base import Encoded, Reranker

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from cascade.errors import CascadeError
-from cascade.inference import autocast_dtype, compute_in, load_model, padded_groups, padded_length, pick_device
-from cascade.models import read_config, resolve
+from cascade.models.hub import read_config, resolve
+from cascade.models.runtime import autocast_dtype, compute_in, load_model, padded_groups, padded_length, pick_device
 from cascade.rerank.base import Encoded, Reranker
 from cascade.rerank.budget import CostModel
 from cascade.rerank.pairs import WORD_CAP, PairTokens, cut
@@ -40,7 +40,7 @@ def pair_budget(model, tokenizer, max_length: int | None) -> int:
 class CrossEncoder(Reranker):
     """Reads query and passage together; far more precise than the first stage, and far slower.
 
-    Pairs are tokenised once and each is padded to its own length rounded up (`cascade.inference`), so a
+    Pairs are tokenised once and each is padded to its own length rounded up (`cascade.models.runtime`), so a
     pair scores the same alone or micro-batched with others; inference runs under `torch.inference_mode()`.
     The weights are cast to the compute dtype (bf16 on AMX CPUs and CUDA; the one-logit head stays fp32):
     on this 2-core CPU that is 1.2x faster than fp32 weights under autocast, with the same scores to 3

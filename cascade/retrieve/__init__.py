@@ -1,7 +1,6 @@
-"""First-stage retrieval: lexical (BM25), dense (bi-encoder + FAISS) and their fusion."""
+"""First-stage retrieval, NumPy/FAISS only: lexical (`bm25`), dense search over stored vectors (`dense`),
+their fusion (`hybrid`), shards (`shards`), top-k (`topk`) and the late-interaction token store (`tokens`).
 
-from cascade.retrieve.bm25 import BM25
-from cascade.retrieve.dense import DenseIndex, Encoder
-from cascade.retrieve.hybrid import FUSIONS, fuse
-
-__all__ = ["BM25", "DenseIndex", "Encoder", "FUSIONS", "fuse"]
+Import from the modules: this package imports nothing, so a light import (settings, the CLI's parser)
+does not load BM25 or FAISS.
+"""

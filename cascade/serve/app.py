@@ -32,14 +32,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 from cascade._version import __version__
 from cascade.errors import CascadeError
 from cascade.index import Index
-from cascade.pipeline import CONTEXT_TOP, MAX_QUERY_CHARS, Cascade
-from cascade.rerank import RerankerChoice
+from cascade.pipeline import MAX_QUERY_CHARS, Cascade
 from cascade.rerank.base import Reranker
+from cascade.rerank.factory import RerankerChoice
 from cascade.rerank.pairs import WORD_CAP, cut
 from cascade.serve.batcher import Batcher
 from cascade.serve.limits import BodyLimits
 from cascade.serve.metrics import Metrics
-from cascade.settings import NAMES, SearchSettings, SettingError
+from cascade.settings import CONTEXT_TOP, NAMES, SearchSettings, SettingError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class ServeConfig:
     batch_window_ms: float = 5.0
     max_batch_pairs: int = 256
     tokenizer: str | None = None  # what /context counts its budget in (default: the index encoder's)
+    public_docs: bool = False  # /docs, /redoc and /openapi.json without the API key
 
 
 def _unicode(text: str) -> str:
@@ -143,8 +144,9 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
         if config.index is None:
             raise CascadeError("this server was started without an index")
         old = state["engine"]
-        with batcher.model_lock:  # loading competes for the cores; keep it out of a model call's way
-            fresh = Cascade(Index.load(config.index), old.encoder, RerankerChoice(reranker), cache=old.cache)
+        index = Index.load(config.index, verify=True)  # re-hashing runs beside searches, not behind the lock
+        with batcher.model_lock:
+            fresh = Cascade(index, old.encoder, RerankerChoice(reranker), cache=old.cache)
         state["engine"] = fresh
         log.warning("reloaded index %s: %d passages", config.index, len(fresh.index.passages))
         return fresh.index.manifest["counts"]
@@ -160,7 +162,9 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
         batcher.close()
         health_pool.shutdown(wait=False)
 
-    app = FastAPI(title="Cascade", version=__version__, lifespan=lifespan,
+    guard_docs = bool(config.api_key) and not config.public_docs  # the docs pages follow the key, as every route
+    app = FastAPI(title="Cascade", version=__version__, lifespan=lifespan, **(dict.fromkeys(
+                      ("docs_url", "redoc_url", "openapi_url")) if guard_docs else {}),
                   description="Hybrid retrieval + cross-encoder reranking. `/rerank` speaks the Cohere/Jina "
                               "rerank API; `/search` runs the full cascade over the served index.")
     app.add_middleware(BodyLimits, max_bytes=config.max_body_bytes, on_reject=metrics.observe_request)
@@ -205,6 +209,32 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
 
     auth = [Depends(authorised)]
 
+    if guard_docs:
+        from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+
+        @app.get("/openapi.json", dependencies=auth, include_in_schema=False)
+        async def openapi() -> dict:
+            return app.openapi()
+
+        @app.get("/docs", dependencies=auth, include_in_schema=False)
+        async def docs():
+            return get_swagger_ui_html(openapi_url="/openapi.json", title="Cascade")
+
+        @app.get("/redoc", dependencies=auth, include_in_schema=False)
+        async def redoc():
+            return get_redoc_html(openapi_url="/openapi.json", title="Cascade")
+
+    def served() -> Cascade:
+        """The engine, if its index files are still the ones it opened: a file copied over in place (`cp`,
+        `rsync --inplace`) would give wrong results or kill the server with SIGBUS, so refuse instead."""
+        engine = state["engine"]
+        changed = engine.index.stamps.changed() if engine is not None else []
+        if changed:
+            log.error("index files changed on disk while served: %s", ", ".join(changed))
+            raise HTTPException(503, f"the served index's files changed on disk ({', '.join(changed)}); update an "
+                                     "index with `cascade index` (atomic), then POST /admin/reload or send SIGHUP")
+        return engine
+
     @app.post("/rerank", dependencies=auth)
     @app.post("/v1/rerank", dependencies=auth)
     @app.post("/v2/rerank", dependencies=auth)
@@ -241,7 +271,7 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
     @app.post("/search", dependencies=auth)
     async def search(body: SearchRequest) -> dict:
         """The full cascade over the served index: the same JSON as `cascade search --json`."""
-        engine = state["engine"]
+        engine = served()
         if engine is None:
             raise HTTPException(404, "no index is served: start with `cascade serve INDEX_DIR` to use /search")
         settings = search_settings(body)
@@ -258,7 +288,7 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
     async def context(body: ContextRequest) -> dict:
         """`/search`, then its passages packed for an LLM prompt: deduplicated, adjacent windows merged, numbered
         sources, at most `max_tokens` tokens of the server's `--tokenizer`. Same JSON as `cascade context --json`."""
-        engine = state["engine"]
+        engine = served()
         if engine is None:
             raise HTTPException(404, "no index is served: start with `cascade serve INDEX_DIR` to use /context")
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cascade.rerank import budget
 from cascade.rerank.blend import blended_scores
 from cascade.rerank.budget import score_within
 from cascade.rerank.cache import cache_key
@@ -36,6 +37,7 @@ class CrossEncoderStage:
             return StageOutcome(candidates, None, RerankStatus(
                 status="unavailable" if reranker is None else "skipped", reason=reason, model=None, depth=0,
                 scored=0, cache_hits=0, degraded=False))
+        started_ms = settings.budget_ms - (deadline - budget.now()) * 1000 if deadline is not None else 0.0
         head = candidates[:depth]
         passages = [engine.index.passages[int(i)] for i in head]
         cache = engine.cache
@@ -62,6 +64,14 @@ class CrossEncoderStage:
         degraded = len(done) < len(head)
         return StageOutcome(order, (head[done[best]], final[best]), RerankStatus(
             status="degraded" if degraded else "ok", blend=settings.blend,
-            reason=f"latency budget: scored {len(done)} of {len(head)}" if degraded else "",
+            reason=budget_reason(len(done), len(head), started_ms, settings.budget_ms) if degraded else "",
             model=reranker.model_id, depth=len(head), planned_depth=planned, scored=len(done),
             cache_hits=len(cached), degraded=degraded))
+
+
+def budget_reason(scored: int, depth: int, started_ms: float, budget_ms: float | None) -> str:
+    """Why reranking stopped short; says so when what ran before it (retrieval, late interaction) had used the budget up."""
+    reason = f"latency budget: scored {scored} of {depth}"
+    if budget_ms is not None and started_ms >= budget_ms:
+        reason += f" (what ran before reranking took {started_ms:.0f} ms of the {budget_ms:g} ms budget)"
+    return reason

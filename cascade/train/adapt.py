@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cascade.fileio import atomic_write
 from cascade.index import RERANKER_CHOICE
-from cascade.models import BUNDLED_RERANKER, resolve
+from cascade.models.hub import BUNDLED_RERANKER, resolve
 from cascade.pipeline import Cascade
 from cascade.rerank.cross_encoder import CrossEncoder
 from cascade.train.config import TrainConfig, TrainResult

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from cascade.models import DEFAULT_ENCODER, bundled_path
+from cascade.models.hub import DEFAULT_ENCODER, bundled_path
 from cascade.train.config import TrainConfig, TrainData, TrainResult
 
 CARDS = {

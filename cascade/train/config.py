@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cascade.models import DEFAULT_ENCODER
+from cascade.models.hub import DEFAULT_ENCODER
 from cascade.train.data import DevQuery, Example
 from cascade.train.pseudo import KINDS
 

@@ -15,8 +15,9 @@ from typing import Sequence
 import torch
 
 from cascade.fileio import atomic_write
-from cascade.inference import autocast
-from cascade.rerank.late_interaction import CONFIG, PROJECTION, LateInteraction, TokenEncoder, load_projection
+from cascade.models.runtime import autocast
+from cascade.models.token_encoder import CONFIG, PROJECTION, TokenEncoder, load_projection
+from cascade.rerank.late_interaction import LateInteraction
 from cascade.train.data import Example
 from cascade.train.surgery import no_attention_dropout
 from cascade.train.trainer import Trainer

@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 
 from cascade.errors import CascadeError
 from cascade.fileio import atomic_write
-from cascade.inference import autocast, autocast_dtype, pick_device, quiet_transformers
-from cascade.models import resolve
+from cascade.models.hub import resolve
+from cascade.models.runtime import autocast, autocast_dtype, pick_device, quiet_transformers
 from cascade.rerank.cross_encoder import CrossEncoder
 from cascade.train.card import model_card
 from cascade.train.config import TrainConfig, TrainData, TrainResult

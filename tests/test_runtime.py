@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from cascade import CascadeError, CrossEncoder
-from cascade.inference import (MIN_REDUCED_TOKENS, PAD_MULTIPLE, autocast_dtype, padded_groups, padded_length,
-                               tolerance)
-from cascade.retrieve.dense import Encoder
+from cascade.models.bi_encoder import Encoder
+from cascade.models.runtime import MIN_REDUCED_TOKENS, PAD_MULTIPLE, autocast_dtype, padded_groups, padded_length, tolerance
 
 CPU = torch.device("cpu")
 

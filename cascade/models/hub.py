@@ -13,7 +13,7 @@ from cascade.errors import CascadeError
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_RERANKER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 # Rerankers trained by `cascade train` and shipped in this package (model cards beside them).
 # cascade-reranker-fast is a 3-layer student distilled from cascade-reranker: 2x faster, close to it with the blend.
 BUNDLED_RERANKERS = {"cascade-reranker": "reranker", "cascade-reranker-fast": "reranker-fast"}

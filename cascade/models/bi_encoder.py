@@ -1,0 +1,81 @@
+"""The bi-encoder: one unit vector per text (mean-pooled, L2-normalised), as sentence-transformers computes it.
+
+The first stage's dense retrieval searches these vectors; it lives with the other encoders so the CPU
+backends plug in at one place and `retrieve/` stays NumPy/FAISS.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cascade.models.hub import DEFAULT_ENCODER, resolve
+from cascade.models.runtime import autocast_dtype, compute_in, length_sorted_batches, load_model, padded_groups, pick_device
+
+
+class Encoder:
+    """Sentence embeddings from a Hugging Face encoder, as sentence-transformers computes them.
+
+    Pooling and max length come from the sentence-transformers files next to the weights
+    (1_Pooling/config.json, sentence_bert_config.json) when present: mean pooling, 256 tokens
+    for all-MiniLM-L6-v2.
+    """
+
+    def __init__(self, model: str = DEFAULT_ENCODER, device: str | None = None, precision: str = "auto",
+                 max_length: int | None = None):
+        self.model_id = model
+        self.path = resolve(model)
+        self.device = pick_device(device)
+        self.dtype = autocast_dtype(self.device, precision)
+        # fp32 weights: passages run under bf16 autocast (where the CPU has it), queries in fp32
+        self.tokenizer, self.model = load_model("AutoModel", self.path, model, "encoder", self.device)
+        self.pooling = self._read_st_file("1_Pooling/config.json").get("pooling_mode_cls_token") and "cls" or "mean"
+        st_max = self._read_st_file("sentence_bert_config.json").get("max_seq_length")
+        self.max_length = max_length or st_max or min(512, self.model.config.max_position_embeddings)
+        self.dim = int(self.model.config.hidden_size)
+
+    def _read_st_file(self, name: str) -> dict:
+        path = Path(self.path) / name
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    def encode_query(self, query: str) -> np.ndarray:
+        """One query's unit-norm vector, in fp32: a query is one short text, where bf16 does not pay (on the
+        AMX machine 7.5 ms fp32, 8.6 ms bf16 alone, 22.7 ms bf16 topped up to be batch-invariant;
+        `benchmarks/batch_invariance.py`), and search always encodes it alone, so its vector is the same on
+        every path."""
+        return self.encode([query], query=True)[0]
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], batch_size: int = 16, progress: bool = False,
+               query: bool = False, on_batch: Callable[[int], object] | None = None) -> np.ndarray:
+        """Unit-norm float32 embeddings, one row per text, in input order, the same whatever the batching
+        (`cascade.models.runtime`). Passages run at the model's precision; `query=True` runs fp32. `on_batch` is
+        told how many texts each batch encoded (a caller's progress bar moves per batch, not per call)."""
+        dtype = None if query else self.dtype
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+        ids = enc["input_ids"]
+        bar = tqdm(total=len(texts), desc="encoding passages", unit="psg", disable=not progress)
+        for batch in length_sorted_batches([len(i) for i in ids], batch_size):
+            for positions, features in padded_groups(self.tokenizer, enc, batch, self.device, self.max_length,
+                                                        dtype):
+                with compute_in(self.model, dtype):
+                    hidden = self.model(**features).last_hidden_state[: len(positions)].float()
+                if self.pooling == "cls":
+                    pooled = hidden[:, 0]
+                else:
+                    mask = features["attention_mask"][: len(positions)].unsqueeze(-1).float()
+                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out[batch[positions]] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
+            bar.update(len(batch))
+            if on_batch is not None:
+                on_batch(len(batch))
+        bar.close()
+        return out

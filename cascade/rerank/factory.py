@@ -1,0 +1,41 @@
+"""Which reranker runs: an explicit name, else the bundled model, else the default id if cached, else none."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cascade.errors import CascadeError
+from cascade.models.hub import BUNDLED_RERANKER, DEFAULT_RERANKER, bundled_path, cached_path
+from cascade.rerank.base import Reranker
+from cascade.rerank.cross_encoder import CrossEncoder
+
+
+@dataclass
+class RerankerChoice:
+    """The reranker to use, or None with the reason reranking is unavailable."""
+
+    reranker: Reranker | None
+    reason: str = ""
+
+
+def load_reranker(name: str | None = None, device: str | None = None, precision: str = "auto") -> RerankerChoice:
+    """Resolve the reranker: explicit name -> bundled model -> default id if cached -> unavailable.
+
+    An explicit name that fails to load is an error; the implicit default never downloads and,
+    when nothing is available, the search still runs on first-stage order.
+    """
+    if name:
+        return RerankerChoice(CrossEncoder(name, device=device, precision=precision))
+    if bundled_path(BUNDLED_RERANKER):
+        return RerankerChoice(CrossEncoder(BUNDLED_RERANKER, device=device, precision=precision))
+    cached = cached_path(DEFAULT_RERANKER)
+    if cached:
+        try:
+            return RerankerChoice(CrossEncoder(DEFAULT_RERANKER, device=device, precision=precision))
+        except CascadeError as e:
+            return RerankerChoice(None, f"cached {DEFAULT_RERANKER} failed to load: {e}")
+    return RerankerChoice(
+        None,
+        f"no bundled reranker and {DEFAULT_RERANKER} is not in the local Hugging Face cache; "
+        "pass --reranker with a local cross-encoder directory (or that hub id, when online)",
+    )
