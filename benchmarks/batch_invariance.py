@@ -86,11 +86,12 @@ def measure(texts: list[str], queries: list[str], per_query: int) -> tuple[str, 
     cost = top_up_cost(ce, pairs)
     groups = np.repeat(np.arange(len(queries)), per_query)
     order = rng.permutation(len(pairs))
-    ref = ce.predict(pairs, batch_size=8)
+    ref = ce.predict(pairs, batch_size=8, raw_scores=True)
     variants = {
-        "alone": np.array([ce.predict([p])[0] for p in pairs]),
-        "one shuffled micro-batch": ce.predict([pairs[i] for i in order], batch_size=len(pairs))[np.argsort(order)],
-        "one thread": one_thread(lambda: ce.predict(pairs, batch_size=8)),
+        "alone": np.array([ce.predict([p], raw_scores=True)[0] for p in pairs]),
+        "one shuffled micro-batch": ce.predict([pairs[i] for i in order], batch_size=len(pairs),
+                                               raw_scores=True)[np.argsort(order)],
+        "one thread": one_thread(lambda: ce.predict(pairs, batch_size=8, raw_scores=True)),
     }
     rows += [row("cross-encoder", name, ref, v, groups, tol) for name, v in variants.items()]
     return precision, rows, {**cost, **query_ms}
@@ -131,7 +132,7 @@ def top_up_cost(ce, pairs: list[tuple[str, str]], depth: int = 30, rounds: int =
         inference.MIN_REDUCED_TOKENS = min_tokens
         start = time.perf_counter()
         for i in range(0, len(pairs) - depth + 1, depth):
-            ce.predict(pairs[i:i + depth], batch_size=8)
+            ce.predict(pairs[i:i + depth], batch_size=8, raw_scores=True)
         return (time.perf_counter() - start) * 1000 / (len(pairs) // depth)
 
     saved, best = inference.MIN_REDUCED_TOKENS, {"with": [], "without": []}

@@ -41,7 +41,7 @@ def main() -> None:
     from cascade.evaluate.runner import evaluate, open_cascade
     from cascade.pipeline import Cascade
     from cascade.rerank import CrossEncoder, RerankerChoice
-    from cascade.rerank.blend import DEFAULT_BLEND
+    from cascade.settings import DEFAULT_BLEND
 
     rerankers = [CrossEncoder(name) for name in args.rerankers.split(",") if name.strip()]
     rows = []

@@ -43,7 +43,8 @@ def main() -> None:
     table = {}
     for name in ("scifact", "nfcorpus"):
         dev = prepare([DATA / name], TrainConfig(out=str(RESULTS)), progress=False, mine_train=False).dev
-        scored = [(q, model.predict([(q.query, text) for _, text in q.candidates], batch_size=8)) for q in dev]
+        scored = [(q, model.predict([(q.query, text) for _, text in q.candidates], batch_size=8, raw_scores=True))
+                  for q in dev]
         table[name] = {"queries": len(dev), "ndcg@10": {
             str(beta): float(np.mean([query_ndcg(q, blend(s, beta)) for q, s in scored]))
             for beta in BETAS}}

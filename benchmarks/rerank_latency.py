@@ -160,7 +160,8 @@ def main() -> None:
                              lambda p: baseline.predict(p, batch_size=32, show_progress_bar=False), *common, depth=30))
 
     fp32 = CrossEncoder(args.model, precision="fp32", max_length=512)
-    rows.append(time_predict("cascade fp32, max_length 512, batch 8", lambda p: fp32.predict(p, batch_size=8),
+    rows.append(time_predict("cascade fp32, max_length 512, batch 8",
+                             lambda p: fp32.predict(p, batch_size=8, raw_scores=True),
                              *common, depth=30))
     for max_length in sorted({512, default_len, 128}, reverse=True):
         ce = default if max_length == default_len else CrossEncoder(args.model, max_length=max_length)
@@ -168,12 +169,13 @@ def main() -> None:
         for depth in (30, 100):
             for bs in ((8, 32) if max_length == default_len and depth == 30 else (8,)):
                 rows.append(time_predict(f"cascade bf16, max_length {max_length}, batch {bs}{label}",
-                                         lambda p, ce=ce, bs=bs: ce.predict(p, batch_size=bs), *common, depth=depth))
+                                         lambda p, ce=ce, bs=bs: ce.predict(p, batch_size=bs, raw_scores=True),
+                                         *common, depth=depth))
     for extra in args.extra:
         ce = CrossEncoder(extra)
         for depth in (30, 100):
             rows.append(time_predict(f"{Path(extra).name} bf16, max_length {ce.max_length}, batch 8",
-                                     lambda p, ce=ce: ce.predict(p, batch_size=8), *common, depth=depth))
+                                     lambda p, ce=ce: ce.predict(p, batch_size=8, raw_scores=True), *common, depth=depth))
 
     cascade.reranker = default
     scored = {}
@@ -259,11 +261,11 @@ def dev_curve(data: Path, cascade, model: str, limit: int | None = None,
     curve = []
     for max_length in lengths:
         ce = CrossEncoder(model, max_length=max_length)
-        ce.predict([(queries[0].query, t) for _, t in queries[0].candidates], batch_size=8)
+        ce.predict([(queries[0].query, t) for _, t in queries[0].candidates], batch_size=8, raw_scores=True)
         ms, ndcg = [], []
         for q in queries:
             start = time.perf_counter()
-            scores = ce.predict([(q.query, t) for _, t in q.candidates], batch_size=8)
+            scores = ce.predict([(q.query, t) for _, t in q.candidates], batch_size=8, raw_scores=True)
             ms.append((time.perf_counter() - start) * 1000)
             ndcg.append(query_ndcg(q, scores))
         curve.append({"max_length": max_length, "ndcg@10": round(float(np.mean(ndcg)), 4),

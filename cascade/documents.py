@@ -10,7 +10,7 @@ import gzip
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -19,11 +19,15 @@ from cascade.errors import CascadeError
 TEXT_SUFFIXES = (".txt", ".md")
 
 
+RESERVED = ("id", "_id", "title", "text", "metadata")  # a JSONL record's fields that are not metadata
+
+
 @dataclass(frozen=True)
 class Document:
     id: str
     text: str
     title: str = ""
+    metadata: dict = field(default_factory=dict, hash=False)  # kept with every passage, returned with every hit
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class Passage:
     doc_id: str
     text: str
     title: str = ""
+    metadata: dict = field(default_factory=dict, hash=False)  # its document's; not read by any model
 
     @property
     def content(self) -> str:
@@ -60,14 +65,21 @@ def chunk(doc: Document, words: int = 200, overlap: int = 40) -> list[Passage]:
         )
     tokens = doc.text.split()
     if words == 0 or len(tokens) <= words:
-        return [Passage(id=doc.id, doc_id=doc.id, text=doc.text.strip(), title=doc.title)]
+        return [Passage(id=doc.id, doc_id=doc.id, text=doc.text.strip(), title=doc.title, metadata=doc.metadata)]
     span = len(tokens) - words
     count = math.ceil(span / (words - overlap)) + 1
     starts = [round(k * span / (count - 1)) for k in range(count)]
     return [
-        Passage(id=f"{doc.id}#{k}", doc_id=doc.id, text=" ".join(tokens[s : s + words]), title=doc.title)
+        Passage(id=f"{doc.id}#{k}", doc_id=doc.id, text=" ".join(tokens[s : s + words]), title=doc.title,
+                metadata=doc.metadata)
         for k, s in enumerate(starts)
     ]
+
+
+def metadata_of(record: dict) -> dict:
+    """A record's `metadata` object (BEIR's field) and every other field besides id, title and text."""
+    given = record.get("metadata")
+    return {**(given if isinstance(given, dict) else {}), **{k: v for k, v in record.items() if k not in RESERVED}}
 
 
 def load_documents(src: str | Path) -> list[Document]:
@@ -149,4 +161,4 @@ def _read_jsonl(path: Path) -> Iterator[Document]:
         if not isinstance(title, str):
             raise CascadeError(f"{path}:{n}: record {doc_id!r} has a non-string 'title'")
         if text.strip() or title.strip():
-            yield Document(id=str(doc_id), text=text, title=title)
+            yield Document(id=str(doc_id), text=text, title=title, metadata=metadata_of(obj))

@@ -36,6 +36,7 @@ from cascade.retrieve.dense import VECTORS, DenseIndex, ann_spec
 from cascade.retrieve.shards import BM25FanOut, DenseFanOut
 from cascade.retrieve.tokens import TokenStore
 from cascade.runners import LocalRunner, Runner, worker_encoder
+from cascade.settings import IndexSettings
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,6 @@ BM25_DIR = "bm25"
 DENSE_DIR = "dense"
 LATE_DIR = "late"
 COUNTS_DIR = "counts.tmp"
-DEFAULTS = {"passage_words": 200, "overlap": 40, "k1": 1.2, "b": 0.75, "shards": 1, "ann": "auto", "ann_params": {}}
 ENCODE_BLOCK = 4096  # passages encoded and written per step: memory stays flat however big the shard
 
 
@@ -106,11 +106,8 @@ class Index:
         start = time.perf_counter()
         runner = runner or LocalRunner()
         old = previous.manifest["settings"] if previous else {}
-        given = {"passage_words": passage_words, "overlap": overlap, "k1": k1, "b": b, "shards": shards,
-                 "ann": ann, "ann_params": ann_params}
-        settings = {k: v if v is not None else old.get(k, DEFAULTS[k]) for k, v in given.items()}
-        if not isinstance(settings["shards"], int) or settings["shards"] < 1:
-            raise CascadeError(f"shards must be an integer >= 1, got {settings['shards']!r}")
+        settings = IndexSettings.merged({"passage_words": passage_words, "overlap": overlap, "k1": k1, "b": b,
+                                         "shards": shards, "ann": ann, "ann_params": ann_params}, old).to_dict()
         ann_spec(settings["ann"], 0, encoder.dim, settings["ann_params"])  # bad ANN settings fail before any work
         keep = None if path is not None else tempfile.TemporaryDirectory(prefix="cascade-index-")
         root = Path(path) if path is not None else Path(keep.name)

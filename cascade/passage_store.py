@@ -26,8 +26,9 @@ def write_passages(passages: Iterable[Passage], directory: Path) -> int:
     offsets, digests = [0], []
     with open(directory / PASSAGES, "wb") as fh:
         for p in passages:
-            line = (json.dumps({"id": p.id, "doc_id": p.doc_id, "title": p.title, "text": p.text},
-                               ensure_ascii=False) + "\n").encode("utf-8")
+            record = {"id": p.id, "doc_id": p.doc_id, "title": p.title, "text": p.text,
+                      **({"metadata": p.metadata} if p.metadata else {})}
+            line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
             fh.write(line)
             offsets.append(offsets[-1] + len(line))
             digests.append(p.digest)
@@ -67,7 +68,8 @@ class PassageStore(Sequence[Passage]):
             o = json.loads(self._map[int(self._offsets[i]): int(self._offsets[i + 1])])
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CascadeError(f"index is damaged: {self.path} line {i + 1} is unreadable ({e})") from None
-        return Passage(id=o["id"], doc_id=o["doc_id"], text=o["text"], title=o.get("title", ""))
+        return Passage(id=o["id"], doc_id=o["doc_id"], text=o["text"], title=o.get("title", ""),
+                       metadata=o.get("metadata") or {})
 
     def __iter__(self) -> Iterator[Passage]:
         return (self[i] for i in range(len(self)))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Union
 
 from cascade.context import Context, Span, Tokenizer, assemble, window_position
-from cascade.documents import Document, unique
+from cascade.documents import Document, metadata_of, unique
 from cascade.errors import CascadeError
 from cascade.index import MANIFEST, BuildStats, Index, recorded_reranker
 from cascade.models.bi_encoder import Encoder
@@ -51,7 +51,8 @@ def _as_document(n: int, d: DocLike) -> Document:
     if isinstance(d, str):
         return Document(id=str(n), text=d)
     if isinstance(d, dict) and isinstance(d.get("text"), str) and (d.get("id", d.get("_id")) is not None):
-        return Document(id=str(d.get("id", d.get("_id"))), text=d["text"], title=d.get("title") or "")
+        return Document(id=str(d.get("id", d.get("_id"))), text=d["text"], title=d.get("title") or "",
+                        metadata=metadata_of(d))
     raise CascadeError(f"document {n} is not a Document, a string, or a dict with 'id' and 'text'")
 
 
@@ -193,6 +194,7 @@ class Cascade:
         stage_lists |= {name: head for name, head in run.heads.items() if head is not None}
         lookup = {name: {int(i): (float(s), r) for r, (i, s) in enumerate(zip(*lst), 1)}
                   for name, lst in stage_lists.items()}
+        raw = {name: dict(zip(run.heads[name][0].tolist(), scores.tolist())) for name, scores in run.raw.items()}
         hits = []
         for rank, i in enumerate(run.order[: settings.top], 1):
             seen = {name: lookup[name].get(int(i)) if name in lookup else None for name in HIT_STAGES}
@@ -200,7 +202,8 @@ class Cascade:
             p = self.index.passages[int(i)]
             hits.append(Hit(id=p.id, doc_id=p.doc_id, title=p.title, text=p.text, score=seen[last][0], rank=rank,
                             stage_scores={k: v[0] if v else None for k, v in seen.items()},
-                            stage_ranks={k: v[1] if v else None for k, v in seen.items()}))
+                            stage_ranks={k: v[1] if v else None for k, v in seen.items()}, metadata=p.metadata,
+                            model_scores={name: s[int(i)] for name, s in raw.items() if int(i) in s}))
         degraded = any(status.get("degraded") for status in run.statuses.values())
         return SearchResult(query=query.strip(), hits=hits, timings_ms=run.timings_ms, rerank=run.statuses["rerank"],
                             degraded=degraded, llm=run.statuses.get("llm"))
@@ -257,15 +260,17 @@ class Cascade:
         fused = fuse(s.fusion, (bm25[0][:s.retrieve], bm25[1][:s.retrieve]),
                      (dense[0][:s.retrieve], dense[1][:s.retrieve]), limit=s.retrieve, alpha=s.alpha)
         t.append(time.perf_counter())
-        order, heads, statuses = fused[0], {}, {}
+        order, heads, statuses, raw = fused[0], {}, {}, {}
         for stage in chain:
             outcome = stage.reorder(self, query, order, s, deadline)
             order, heads[stage.name] = outcome.order, outcome.head
             if outcome.status is not None:
                 statuses[stage.name] = outcome.status
+            if outcome.raw is not None:
+                raw[stage.name] = outcome.raw
             t.append(time.perf_counter())
         names = ["bm25", "dense", "fusion", *(stage.name for stage in chain)]
         timings = {name: (b - a) * 1000 for name, a, b in zip(names, t, t[1:])}
         timings["total"] = (t[-1] - t[0]) * 1000
         return StageRuns(bm25=bm25, dense=dense, fusion=fused, order=order, timings_ms=timings, heads=heads,
-                         statuses=statuses, query_vector=query_vector)
+                         statuses=statuses, raw=raw, query_vector=query_vector)

@@ -20,6 +20,8 @@ class Hit:
     rank: int
     stage_scores: dict[str, float | None]
     stage_ranks: dict[str, int | None]
+    metadata: dict = field(default_factory=dict)  # the document's, as indexed (JSONL fields besides id/title/text)
+    model_scores: dict[str, float] = field(default_factory=dict)  # late/rerank: the model's own score, unblended
 
 
 @dataclass
@@ -48,4 +50,5 @@ class StageRuns:
     # it reordered (None if it did nothing; the LLM's scored by rank), and its status where it reports one
     heads: dict[str, tuple[np.ndarray, np.ndarray] | None] = field(default_factory=dict)
     statuses: dict[str, dict] = field(default_factory=dict)
+    raw: dict[str, np.ndarray] = field(default_factory=dict)  # a stage's own model scores of its head, unblended
     query_vector: np.ndarray | None = None  # the encoded query (eval reuses it to measure ANN recall)

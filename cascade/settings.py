@@ -1,4 +1,4 @@
-"""Every search setting in one place: its default, its bounds, its help text and its checks.
+"""Every search and index setting in one place: its default, its bounds, its help text and its checks.
 
 The engine takes a `SearchSettings`; the CLI generates its flags from these fields, the HTTP service its
 request fields (and answers 422 naming the field), and evaluation, sweeps and batch search pass one on. No
@@ -15,9 +15,10 @@ from typing import Any, Callable
 import numpy as np
 
 from cascade.errors import CascadeError
-from cascade.rerank.blend import DEFAULT_BLEND
+from cascade.retrieve.dense import ANN_KINDS
 from cascade.retrieve.hybrid import FUSIONS
 
+DEFAULT_BLEND = 1.0  # chosen on dev; cascade/rerank/blend.py says how
 CONTEXT_TOP = 20  # hits `context` packs from by default: more than a search shows, the token budget cuts
 STAGE_ORDER = ("hybrid", "late", "rerank", "llm")  # stages run in this order, each reordering the head of the last
 STAGE_DEPTHS = {"hybrid": "retrieve", "late": "late_depth", "rerank": "rerank_depth", "llm": "llm_depth"}
@@ -155,3 +156,51 @@ def _check_field(f, value: Any) -> Any:
 
 
 UNBUDGETED = SearchSettings(budget_ms=None)  # evaluation's exact numbers: every planned candidate is scored
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """How an index is built: chunking, BM25, shards and dense search. `Index.build` stores them in the manifest;
+    an update takes the existing index's value for every setting it is not given (`merged`).
+
+    Examples:
+        >>> IndexSettings.merged({"overlap": 20}, {"passage_words": 120}).passage_words
+        120
+    """
+
+    passage_words: int = _setting(200, "passage length in words; 0 keeps documents whole", "W", 0, 100_000)
+    overlap: int = _setting(40, "words shared by consecutive passages", "W", 0, 100_000)
+    k1: float = _setting(1.2, "BM25 term-frequency saturation", "K1", 0.0, 100.0)
+    b: float = _setting(0.75, "BM25 document-length normalisation", "B", 0.0, 1.0)
+    shards: int = _setting(1, "split the corpus into S shards of whole documents; searches fan out and merge, BM25 "
+                              "uses global statistics so results equal an unsharded index's", "S", 1, 4096)
+    ann: str = _setting("auto", "dense search per shard: flat (exact scan), hnsw (graph), ivfpq (compressed, "
+                                "re-scored exactly); auto: flat below 100k passages per shard, else hnsw",
+                        choices=("auto", *ANN_KINDS))
+    ann_params: dict = field(default_factory=dict, metadata={"help": "ANN parameters by name (their own checks)"})
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if f.name != "ann_params":
+                object.__setattr__(self, f.name, _check_field(f, getattr(self, f.name)))
+        if not isinstance(self.ann_params, dict):
+            raise SettingError("ann_params", lambda n: f"{n('ann_params')} must be a mapping of name to integer")
+        if self.passage_words and self.overlap >= self.passage_words:
+            raise SettingError("overlap", lambda n: f"{n('overlap')} ({self.overlap}) must be smaller than "
+                                                    f"{n('passage_words')} ({self.passage_words})")
+
+    @classmethod
+    def merged(cls, given: dict[str, Any], previous: dict[str, Any] | None = None) -> "IndexSettings":
+        """Each setting: `given`'s unless None, else the previous index's (its manifest's), else the default."""
+        unknown = sorted(set(given) - set(INDEX_NAMES))
+        if unknown:
+            raise SettingError(unknown[0], lambda n: f"unknown index setting {n(unknown[0])!r}")
+        previous = previous or {}
+        return cls(**{name: given[name] if given.get(name) is not None else previous[name]
+                      for name in INDEX_NAMES if given.get(name) is not None or name in previous})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in INDEX_NAMES}
+
+
+INDEX_NAMES = tuple(f.name for f in fields(IndexSettings))

@@ -30,7 +30,8 @@ def test_search_orders_the_head_by_the_blend(tiny_ce):
     cascade = Cascade.build(DOCS, reranker=ce, cache=None)
     query = "does rate limiting increase latency"
     fused = cascade.search(query, rerank_depth=0, top=6).hits
-    raw = ce.predict([(query, next(p.content for p in cascade.index.passages if p.id == h.id)) for h in fused])
+    contents = {p.id: p.content for p in cascade.index.passages}
+    raw = ce.predict([(query, contents[h.id]) for h in fused], raw_scores=True)
     alone = cascade.search(query, rerank_depth=6, top=6, blend=0, budget_ms=None)
     assert [h.id for h in alone.hits] == [fused[i].id for i in np.argsort(-raw, kind="stable")]
     np.testing.assert_allclose([h.score for h in alone.hits], np.sort(raw)[::-1], rtol=1e-5)

@@ -69,7 +69,7 @@ def test_index_update_never_serves_a_stale_score(tiny_ce, tmp_path, monkeypatch)
     calls = count_model_calls(monkeypatch, ce)
     after = cascade.search("cache hit", rerank_depth=6, top=6, budget_ms=None, blend=0)
     assert calls == [1] and after.rerank["cache_hits"] == 5  # just the edited passage was rescored
-    fresh = ce.predict([("cache hit", next(p.content for p in cascade.index.passages if p.id == "c-1"))])[0]
+    fresh = ce.predict([("cache hit", next(p.content for p in cascade.index.passages if p.id == "c-1"))], raw_scores=True)[0]
     scores = {h.id: h.score for h in after.hits}
     assert scores["c-1"] == pytest.approx(float(fresh), abs=1e-6) and scores["c-1"] != before["c-1"]
     assert all(scores[i] == before[i] for i in scores if i != "c-1")

@@ -53,6 +53,17 @@ def test_sliding_window_lifts_the_best_passage_from_the_bottom(llm_server, monke
     assert request["body"]["model"] == "scripted" and request["body"]["temperature"] == 0
 
 
+def test_the_llm_speaks_the_sentence_transformers_verbs(llm_server):
+    """predict/rank like every reranker: each query's documents ranked together, scored by position."""
+    llm = LLMReranker(llm_server.url, "keywords", window=4, step=2)
+    docs = ["cats sleep", "the moon raises tides", "tides follow the moon twice daily at the moon", "moon dust"]
+    ranked = llm.rank("moon tides", docs, top_k=3, return_documents=True)
+    assert [r["corpus_id"] for r in ranked] == [1, 2, 3] and [r["score"] for r in ranked] == [4.0, 3.0, 2.0]
+    assert ranked[0]["text"] == docs[1]
+    scores = llm.predict([("moon tides", docs[0]), ("cats", docs[0]), ("moon tides", docs[1]), ("cats", "dogs")])
+    assert scores.tolist() == [1.0, 2.0, 2.0, 1.0]
+
+
 def test_malformed_answers_keep_previous_relative_order(llm_server):
     llm_server.script = [{"content": "[3] > [3] > [42] > banana"}]
     result = LLMReranker(llm_server.url, "m", window=5, step=5).rerank("q", ["a", "b", "c", "d", "e"])

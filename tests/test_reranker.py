@@ -26,10 +26,10 @@ PRECISIONS = ["fp32"] + (["bf16"] if cpu_has_fast_bf16() else [])
 def test_predict_is_batch_invariant_and_in_input_order(tiny_ce, precision):
     """Batching must not move any pair's score past the precision's bound, nor change its position."""
     ce = CrossEncoder(str(tiny_ce), precision=precision)
-    one_by_one = np.array([ce.predict([p])[0] for p in PAIRS])
+    one_by_one = np.array([ce.predict([p], raw_scores=True)[0] for p in PAIRS])
     for batch_size in (1, 2, 32):
-        assert_within_bound(ce.predict(PAIRS, batch_size=batch_size), one_by_one, ce.dtype)
-    mixed = ce.predict(PAIRS[::-1] + [("other", "query in the same batch " * 20)] * 3, batch_size=8)
+        assert_within_bound(ce.predict(PAIRS, batch_size=batch_size, raw_scores=True), one_by_one, ce.dtype)
+    mixed = ce.predict(PAIRS[::-1] + [("other", "query in the same batch " * 20)] * 3, batch_size=8, raw_scores=True)
     assert_within_bound(mixed[: len(PAIRS)][::-1], one_by_one, ce.dtype)
     if precision == "fp32":  # a real model gives distinct scores (the tiny one's bf16 ones crowd within 1e-4)
         assert len(set(np.round(one_by_one, 5))) == len(PAIRS)
@@ -40,13 +40,13 @@ def test_the_bundled_model_scores_a_pair_alike_alone_and_batched():
     and the same pair micro-batched with others stay within the bound."""
     ce = CrossEncoder("cascade-reranker", warm_up=False)
     pairs = [(q, d) for q, d in PAIRS] * 2
-    batched = ce.predict(pairs, batch_size=len(pairs))
-    assert_within_bound([ce.predict([p])[0] for p in PAIRS], batched[: len(PAIRS)], ce.dtype)
+    batched = ce.predict(pairs, batch_size=len(pairs), raw_scores=True)
+    assert_within_bound([ce.predict([p], raw_scores=True)[0] for p in PAIRS], batched[: len(PAIRS)], ce.dtype)
 
 
 def test_bf16_scores_track_fp32(tiny_ce):
-    fp32 = CrossEncoder(str(tiny_ce), precision="fp32").predict(PAIRS)
-    bf16 = CrossEncoder(str(tiny_ce), precision="bf16").predict(PAIRS)
+    fp32 = CrossEncoder(str(tiny_ce), precision="fp32").predict(PAIRS, raw_scores=True)
+    bf16 = CrossEncoder(str(tiny_ce), precision="bf16").predict(PAIRS, raw_scores=True)
     assert not np.array_equal(bf16, fp32)  # bf16 really ran
     np.testing.assert_allclose(bf16, fp32, atol=0.05)
 
@@ -74,6 +74,24 @@ def test_rank_matches_sentence_transformers_shape(tiny_ce):
         ce.rank("  ", docs)
     with pytest.raises(CascadeError, match="not one string"):
         ce.rank("q", "a single string")
+
+
+def test_predict_speaks_sentence_transformers_and_scores_like_it(tiny_ce):
+    """A drop-in: the same call with the same keyword arguments gives what sentence-transformers gives."""
+    import torch
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+
+    ours, theirs = CrossEncoder(str(tiny_ce), precision="fp32"), STCrossEncoder(str(tiny_ce), device="cpu")
+    for kwargs in ({}, {"activation_fn": torch.nn.Identity()}, {"show_progress_bar": False, "convert_to_numpy": True}):
+        np.testing.assert_allclose(ours.predict(PAIRS, batch_size=4, **kwargs),
+                                   theirs.predict(PAIRS, batch_size=4, **kwargs), atol=1e-4)
+    raw = ours.predict(PAIRS, raw_scores=True)
+    np.testing.assert_allclose(ours.predict(PAIRS), 1 / (1 + np.exp(-raw)), atol=1e-6)  # [0, 1]: thresholds carry over
+    assert isinstance(ours.predict(PAIRS, convert_to_tensor=True), torch.Tensor)
+    docs = [d for _, d in PAIRS]
+    logits = ours.predict([("rate limiting latency", d) for d in docs], raw_scores=True)
+    ranked = ours.rank("rate limiting latency", docs, raw_scores=True)
+    assert [r["score"] for r in ranked] == pytest.approx(sorted(logits, reverse=True), abs=1e-5)
 
 
 def test_bi_encoder_is_refused_as_reranker():
@@ -132,10 +150,10 @@ def test_cuda_requested_without_cuda_is_a_clear_error(tiny_ce):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_scores_track_cpu(tiny_ce):
-    cpu = CrossEncoder(str(tiny_ce), precision="fp32").predict(PAIRS)
+    cpu = CrossEncoder(str(tiny_ce), precision="fp32").predict(PAIRS, raw_scores=True)
     gpu = CrossEncoder(str(tiny_ce), device="cuda")  # bf16 (or fp16) weights
     assert gpu.dtype is not None and next(gpu.model.parameters()).is_cuda
-    np.testing.assert_allclose(gpu.predict(PAIRS), cpu, atol=0.05)
+    np.testing.assert_allclose(gpu.predict(PAIRS, raw_scores=True), cpu, atol=0.05)
 
 
 def test_weights_are_cast_once_and_warm_up_seeds_the_cost_model(tiny_ce):

@@ -47,7 +47,7 @@ def test_a_bf16_cross_encoder_holds_bf16_weights_and_a_fp32_scoring_head(tiny_ce
     assert ce.model.bert.encoder.layer[0].attention.self.query.weight.dtype == torch.bfloat16
     assert ce.model.classifier.weight.dtype == torch.float32
     assert ce.model.bert.pooler.dense.weight.dtype == torch.float32
-    scores = ce.predict([("q", "a passage"), ("q", "another passage")])
+    scores = ce.predict([("q", "a passage"), ("q", "another passage")], raw_scores=True)
     # bf16 logits fall on a grid of 2^-8 relative steps; fp32 ones need not
     assert scores.dtype == np.float32 and np.isfinite(scores).all()
     encoder = Encoder(precision="bf16")  # fp32 weights: passages under bf16 autocast, queries in fp32

@@ -37,8 +37,10 @@ def test_json_contract_with_reranker(small_index, tiny_ce, capsys):
     cascade = Cascade.load(small_index, reranker=None)
     texts = {p.id: p.content for p in cascade.index.passages}
     ce = CrossEncoder(str(tiny_ce))
-    direct = ce.predict([(out["query"], texts[h["id"]]) for h in reranked])
+    direct = ce.predict([(out["query"], texts[h["id"]]) for h in reranked], raw_scores=True)
     np.testing.assert_allclose(direct, [h["score"] for h in reranked], atol=1e-4)
+    np.testing.assert_allclose(direct, [h["model_scores"]["rerank"] for h in reranked], atol=1e-4)
+    assert hits[4]["model_scores"] == {}
 
 
 def test_without_reranker_reports_unavailable_and_keeps_first_stage_order(small_index, capsys, monkeypatch,
@@ -57,9 +59,26 @@ def test_text_output_shows_stage_scores_snippets_and_timings(small_index, tiny_c
     assert main(["search", str(small_index), "vitamin D bones", "--reranker", str(tiny_ce), "--top", "6",
                  "--budget-ms", "none"]) == 0  # a slow first query must not starve the reranker
     out = capsys.readouterr().out
-    assert "[n-1]  Vitamin D" in out and "bm25 #1" in out and "rerank #" in out
+    assert "[n-1]  Vitamin D" in out and "bm25 #1" in out and "rerank #" in out and "; model " in out
     assert "Sunlight lets the skin make vitamin D" in out
     assert "timings (ms): bm25" in out and "total" in out
+
+
+def test_document_metadata_is_indexed_and_returned_with_each_hit(tmp_path, capsys):
+    from tests.conftest import write_jsonl
+
+    src = write_jsonl(tmp_path / "docs.jsonl", [
+        {"_id": "a", "title": "Tides", "text": "The Moon raises tides twice a day. " * 80,
+         "metadata": {"url": "https://example.org/tides"}, "year": 2021},
+        {"_id": "b", "text": "Rate limiting caps requests per client."}])
+    assert main(["index", str(src), "--out", str(tmp_path / "idx"), "--quiet"]) == 0
+    capsys.readouterr()
+    hits = run_json(capsys, tmp_path / "idx", "moon tides", "--rerank-depth", "0")["hits"]
+    assert len({h["id"] for h in hits if h["doc_id"] == "a"}) > 1  # every window carries its document's metadata
+    assert all(h["metadata"] == {"url": "https://example.org/tides", "year": 2021} for h in hits if h["doc_id"] == "a")
+    assert next(h for h in hits if h["doc_id"] == "b")["metadata"] == {}
+    engine = Cascade.build([{"id": "x", "text": "moon tides", "lang": "en"}], reranker=None)
+    assert engine.search("tides", rerank_depth=0).hits[0].metadata == {"lang": "en"}
 
 
 def test_stage_ranks_are_consistent_with_each_stage(small_index):

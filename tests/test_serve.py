@@ -51,7 +51,7 @@ def test_rerank_speaks_the_cohere_shape(client, ce):
     assert r.status_code == 200, r.text
     body = r.json()
     texts = [d if isinstance(d, str) else d["text"] for d in docs]
-    want = ce.predict([(QUERY, t) for t in texts])
+    want = ce.predict([(QUERY, t) for t in texts], raw_scores=True)
     assert [x["index"] for x in body["results"]] == np.argsort(-want)[:2].tolist()
     for x in body["results"]:  # in [0, 1] like Cohere's, so thresholds carry over; raw_scores gives logits
         assert x["relevance_score"] == pytest.approx(1 / (1 + np.exp(-want[x["index"]])), abs=1e-5)
@@ -71,7 +71,7 @@ def test_cohere_sdks_v1_and_v2_work_unchanged(client, ce):
     import cohere
 
     texts = ["Rate limiting increases latency under load.", "Tides follow the Moon."]
-    want = np.argsort(-ce.predict([(QUERY, t) for t in texts])).tolist()
+    want = np.argsort(-ce.predict([(QUERY, t) for t in texts], raw_scores=True)).tolist()
     v1 = cohere.Client(api_key="unused", base_url=str(client.base_url), httpx_client=client)
     got = v1.rerank(model="rerank-english-v3.0", query=QUERY, documents=texts, top_n=3, return_documents=True)
     assert [r.index for r in got.results] == want and got.results[0].document.text == texts[want[0]]
@@ -79,7 +79,7 @@ def test_cohere_sdks_v1_and_v2_work_unchanged(client, ce):
     v2 = cohere.ClientV2(api_key="unused", base_url=str(client.base_url), httpx_client=client)
     got = v2.rerank(model="rerank-v3.5", query=QUERY, documents=texts, top_n=1)
     assert [r.index for r in got.results] == want[:1]
-    logit = float(ce.predict([(QUERY, texts[want[0]])])[0])
+    logit = float(ce.predict([(QUERY, texts[want[0]])], raw_scores=True)[0])
     assert got.results[0].relevance_score == pytest.approx(1 / (1 + np.exp(-logit)), abs=1e-5)
     metrics = client.get("/metrics").text
     assert 'route="/v1/rerank"' in metrics and 'route="/v2/rerank"' in metrics
@@ -98,7 +98,7 @@ def test_rerank_speaks_tei_when_sent_texts(client, ce):
     """TEI's request ({"query", "texts"}) gets TEI's answer: a bare list of {index, score[, text]}, sigmoid
     scores unless raw_scores."""
     texts = ["Rate limiting increases latency under load.", "Tides follow the Moon."]
-    logits = ce.predict([(QUERY, t) for t in texts])
+    logits = ce.predict([(QUERY, t) for t in texts], raw_scores=True)
     body = client.post("/rerank", json={"query": QUERY, "texts": texts, "return_text": True}).json()
     assert [x["index"] for x in body] == np.argsort(-logits).tolist()
     for x in body:
@@ -176,8 +176,8 @@ def test_one_failing_request_does_not_fail_its_batch_mates(tiny_ce):
         batcher.close()
     assert calls == [3]  # they really shared the failing call
     assert isinstance(bad, ValueError) and "poisons" in str(bad)
-    assert_within_bound(good, picky.predict([(QUERY, d) for d in docs[0]]), picky.dtype)
-    assert_within_bound(other, picky.predict([(QUERY, d) for d in docs[2]]), picky.dtype)
+    assert_within_bound(good, picky.predict([(QUERY, d) for d in docs[0]], raw_scores=True), picky.dtype)
+    assert_within_bound(other, picky.predict([(QUERY, d) for d in docs[2]], raw_scores=True), picky.dtype)
 
 
 def test_body_level_errors(client):
@@ -359,7 +359,7 @@ def test_micro_batching_coalesces_concurrent_requests_without_changing_scores(ce
     responses = asyncio.run(fire())
     assert max(calls) > 1 and sum(calls) == len(docs)  # at least two requests shared a model call
     for d, r in zip(docs, responses):
-        want = ce.predict([(QUERY, t) for t in d])
+        want = ce.predict([(QUERY, t) for t in d], raw_scores=True)
         got = {x["index"]: x["relevance_score"] for x in r.json()["results"]}
         assert_within_bound([got[i] for i in range(len(d))], want, ce.dtype)
     app.state.batcher.close()

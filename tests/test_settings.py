@@ -88,3 +88,20 @@ def test_light_imports_load_no_model_code():
     assert out[1] == __import__("cascade").__version__
     version = subprocess.run([sys.executable, "-m", "cascade.cli", "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.startswith("cascade ")
+
+
+def test_index_settings_keep_the_existing_index_and_refuse_by_flag(tmp_path, capsys):
+    from cascade.cli import main
+    from cascade.settings import IndexSettings
+    from tests.conftest import DOCS, write_jsonl
+
+    assert IndexSettings.merged({"overlap": 20, "shards": None}, {"passage_words": 120, "shards": 2}) == \
+        IndexSettings(passage_words=120, overlap=20, shards=2)
+    with pytest.raises(SettingError, match="unknown index setting 'words'"):
+        IndexSettings.merged({"words": 3})
+    src = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    for flags, message in ((["--overlap", "300"], "--overlap (300) must be smaller than --passage-words (200)"),
+                           (["--shards", "0"], "--shards must be an integer between 1 and 4096, got 0")):
+        assert main(["index", str(src), "--out", str(tmp_path / "idx"), "--quiet", *flags]) == 2
+        assert capsys.readouterr().err.strip() == f"cascade: error: {message}"
+    assert not (tmp_path / "idx").exists()

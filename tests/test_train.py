@@ -157,6 +157,7 @@ def test_distill_loss_falls(scifact_train_slice, tmp_path):
 
 def test_late_interaction_training_loss_falls_and_the_folder_indexes(scifact_train_slice, tmp_path, capsys):
     from cascade.index import Index
+    from cascade.rerank.factory import load_reranker
     from cascade.rerank.late_interaction import LateInteraction
     from cascade.train.late import LateTrainer, padded_maxsim
 
@@ -177,6 +178,7 @@ def test_late_interaction_training_loss_falls_and_the_folder_indexes(scifact_tra
 
     reloaded = LateInteraction(str(out))
     assert reloaded.encoder.dim == 32
+    assert isinstance(load_reranker(str(out)).reranker, LateInteraction)  # --reranker takes the folder too
     scores = reloaded.predict([("vitamin D", "vitamin D and bone density"), ("vitamin D", "galaxy formation")])
     assert scores.shape == (2,) and np.isfinite(scores).all()
     docs = tmp_path / "docs.jsonl"

@@ -54,11 +54,14 @@ def cmd_index(args: argparse.Namespace) -> None:
         raise CascadeError("--late-interaction and --no-late-interaction contradict each other; pick one")
     late = False if args.no_late_interaction else args.late_interaction
     runner = RayRunner(None if args.ray == "local" else args.ray) if args.ray else None
-    cascade = Cascade.build(iter_documents(args.src), args.out, encoder=args.encoder, reranker=None,
-                            passage_words=args.passage_words, overlap=args.overlap, device=args.device,
-                            source=os.path.abspath(args.src), progress=not args.quiet, late_interaction=late,
-                            late_dtype=args.late_dtype, shards=args.shards, ann=args.ann,
-                            ann_params=dict(args.ann_param) if args.ann_param else None, runner=runner)
+    try:
+        cascade = Cascade.build(iter_documents(args.src), args.out, encoder=args.encoder, reranker=None,
+                                passage_words=args.passage_words, overlap=args.overlap, device=args.device,
+                                source=os.path.abspath(args.src), progress=not args.quiet, late_interaction=late,
+                                late_dtype=args.late_dtype, shards=args.shards, ann=args.ann,
+                                ann_params=dict(args.ann_param) if args.ann_param else None, runner=runner)
+    except SettingError as e:
+        raise CascadeError(e.render(flag)) from None
     st = cascade.build_stats
     m = cascade.index.manifest
     kinds = sorted({a["kind"] for a in m["ann"]})
@@ -141,9 +144,12 @@ def open_dataset(args: argparse.Namespace, reranker: str | None, late_interactio
     from cascade.evaluate.runner import open_cascade
 
     split = load_split(args.data, args.split)  # fail on a bad split before indexing anything
-    cascade = open_cascade(Path(args.data), Path(args.index) if args.index else None, reranker,
-                           device=args.device, passage_words=args.passage_words, overlap=args.overlap,
-                           progress=not args.quiet, late_interaction=late_interaction)
+    try:
+        cascade = open_cascade(Path(args.data), Path(args.index) if args.index else None, reranker,
+                               device=args.device, passage_words=args.passage_words, overlap=args.overlap,
+                               progress=not args.quiet, late_interaction=late_interaction)
+    except SettingError as e:
+        raise CascadeError(e.render(flag)) from None
     return split, cascade
 
 
@@ -344,5 +350,5 @@ def cmd_adapt(args: argparse.Namespace) -> None:
           f"{report.verdict}; recorded in {args.index}/reranker.json")
 
 
-COMMANDS = {"index": cmd_index, "verify": cmd_verify, "search": cmd_search, "context": cmd_context, "demo": cmd_demo, "eval": cmd_eval,
-            "sweep": cmd_sweep, "train": cmd_train, "adapt": cmd_adapt, "distill": cmd_distill, "serve": cmd_serve}
+COMMANDS = {"index": cmd_index, "verify": cmd_verify, "search": cmd_search, "context": cmd_context, "demo": cmd_demo,
+            "eval": cmd_eval, "sweep": cmd_sweep, "train": cmd_train, "adapt": cmd_adapt, "distill": cmd_distill, "serve": cmd_serve}

@@ -23,8 +23,12 @@ def format_result(result: SearchResult) -> str:
         for name, label in columns:
             if name in ("late", "llm") and name not in ran:
                 continue
-            rank, score = h.stage_ranks[name], h.stage_scores[name]
-            stages.append(f"{label} #{rank} ({score:.3f})" if rank else f"{label} -")
+            rank, score, own = h.stage_ranks[name], h.stage_scores[name], h.model_scores.get(name)
+            if not rank:
+                stages.append(f"{label} -")
+                continue
+            shown = f"{score:.3f}" if own is None or own == score else f"{score:.3f}; model {own:.3f}"  # blended, own
+            stages.append(f"{label} #{rank} ({shown})")
         title = f"  {h.title}" if h.title else ""
         lines.append(f"{h.rank:>2}. [{h.id}]{title}")
         lines.append(f"    {' · '.join(stages)}")

@@ -13,8 +13,7 @@ from cascade.evaluate.chains import CHAIN_DEPTHS
 from cascade.evaluate.chains import STAGES as EVAL_STAGES
 from cascade.models.hub import DEFAULT_ENCODER
 from cascade.rerank.cache import DEFAULT_TTL_S
-from cascade.retrieve.dense import ANN_KINDS
-from cascade.settings import CONTEXT_TOP, NAMES, SearchSettings
+from cascade.settings import CONTEXT_TOP, NAMES, IndexSettings, SearchSettings
 
 EXAMPLES = """\
 examples:
@@ -44,10 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="folder of .txt/.md files, a .jsonl[.gz] file of {id|_id, title?, text}, "
                                "or a BEIR dataset folder (corpus.jsonl[.gz])")
     p.add_argument("--out", required=True, help="index directory (created, or updated in place)")
-    p.add_argument("--passage-words", type=non_negative, default=None,
-                   help="passage length in words; 0 keeps documents whole (default: previous index's, else 200)")
-    p.add_argument("--overlap", type=non_negative, default=None,
-                   help="words shared by consecutive passages (default: previous index's, else 40)")
+    add_index_flags(p, ("passage_words", "overlap"))
     p.add_argument("--encoder", default=None,
                    help="bi-encoder, local dir or hub id (default: sentence-transformers/all-MiniLM-L6-v2, bundled)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
@@ -59,12 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--late-dtype", choices=("int8", "fp16"), default=None,
                    help="token vector storage: int8 with a scale per token (default: half the size of fp16 and "
                         "faster to score on CPU) or fp16")
-    p.add_argument("--shards", type=positive, default=None,
-                   help="split the corpus into S shards of whole documents; searches fan out and merge, BM25 uses "
-                        "global statistics so results equal an unsharded index's (default: previous index's, else 1)")
-    p.add_argument("--ann", choices=("auto",) + ANN_KINDS, default=None,
-                   help="dense search per shard: flat (exact scan), hnsw (graph), ivfpq (compressed, re-scored "
-                        "exactly); auto: flat below 100k passages per shard, else hnsw (default: previous index's)")
+    add_index_flags(p, ("shards", "ann"))
     p.add_argument("--ann-param", action="append", default=None, metavar="NAME=INT", type=ann_param,
                    help="ANN parameter, repeatable: hnsw m, ef_construction, ef_search; ivfpq nlist, pq_m, nbits, "
                         "nprobe, refine (0 = sized to the data)")
@@ -290,8 +281,7 @@ def add_dataset_options(p: argparse.ArgumentParser, default_split: str) -> None:
     p.add_argument("--queries", type=positive, default=None, metavar="N", help="only the first N judged queries")
     p.add_argument("--index", default=None, metavar="DIR",
                    help="index to build or refresh for the corpus (default: a cache folder per dataset)")
-    p.add_argument("--passage-words", type=non_negative, default=None, help="passage length in words (200)")
-    p.add_argument("--overlap", type=non_negative, default=None, help="passage overlap in words (40)")
+    add_index_flags(p, ("passage_words", "overlap"))
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_search_options(p)
 
@@ -312,6 +302,18 @@ def add_setting_flags(p: argparse.ArgumentParser, names: Sequence[str] = NAMES, 
         kwargs = {"choices": meta["choices"]} if meta["choices"] else {
             "metavar": meta["metavar"], "type": budget if f.name == "budget_ms" else type(f.default)}
         p.add_argument(flag(f.name), dest=f.name, default=default, help=f"{meta['help']} (default {shown})", **kwargs)
+
+
+def add_index_flags(p: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    """One flag per index setting in `names`, with `IndexSettings`' help and choices; unset, an update keeps the
+    existing index's value. Bounds are checked where the settings are built, in one place."""
+    for f in dataclasses.fields(IndexSettings):
+        if f.name in names:
+            meta = f.metadata
+            kwargs = {"choices": meta["choices"]} if meta["choices"] else {"metavar": meta["metavar"],
+                                                                          "type": type(f.default)}
+            p.add_argument(flag(f.name), dest=f.name, default=None,
+                           help=f"{meta['help']} (default: the existing index's, else {f.default})", **kwargs)
 
 
 def add_query_options(s: argparse.ArgumentParser, **defaults) -> None:

@@ -24,9 +24,10 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 
 def hit_metadata(hit) -> dict[str, Any]:
-    """What a hit carries besides its text: ids, title, final score and rank, per-stage scores."""
-    return {"id": hit.id, "doc_id": hit.doc_id, "title": hit.title, "score": hit.score, "rank": hit.rank,
-            "stage_scores": hit.stage_scores}
+    """What a hit carries besides its text: its document's metadata, ids, title, final score and rank, per-stage
+    scores."""
+    return {**hit.metadata, "id": hit.id, "doc_id": hit.doc_id, "title": hit.title, "score": hit.score,
+            "rank": hit.rank, "stage_scores": hit.stage_scores}
 
 
 class CascadeRetriever(BaseRetriever):

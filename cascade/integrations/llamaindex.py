@@ -32,8 +32,9 @@ class CascadeRetriever(BaseRetriever):
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         result = self._engine.search(query_bundle.query_str, top=self._top, **self._settings)
-        return [NodeWithScore(node=TextNode(id_=h.id, text=h.text, metadata={"doc_id": h.doc_id, "title": h.title,
-                                                                            "rank": h.rank}), score=h.score)
+        return [NodeWithScore(node=TextNode(id_=h.id, text=h.text, metadata={**h.metadata, "doc_id": h.doc_id,
+                                                                            "title": h.title, "rank": h.rank}),
+                                 score=h.score)
                 for h in result.hits]
 
 

@@ -1,12 +1,14 @@
-"""The reranker protocol every backend implements: encode pairs once, score them batch by batch."""
+"""The reranker protocols: sentence-transformers' verbs (`predict`, `rank`) for every reranker, and the
+pointwise one every model backend implements (encode pairs once, score them batch by batch)."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from cascade.errors import CascadeError
@@ -23,7 +25,33 @@ class Encoded:
     features: Any  # backend-specific, e.g. token ids
 
 
-class Reranker(ABC):
+class Ranks(ABC):
+    """`predict` (one score per pair) and `rank` (documents best first), as sentence-transformers' CrossEncoder
+    has them: what every reranker offers, pointwise (`Reranker`) or listwise (`LLMReranker`)."""
+
+    model_id: str
+
+    @abstractmethod
+    def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, progress: bool = False, *,
+                raw_scores: bool = False) -> np.ndarray:
+        """One float32 score per pair, in input order; higher is more relevant."""
+
+    def rank(self, query: str, documents: Sequence[str], top_k: int | None = None,
+             return_documents: bool = False, batch_size: int = 32, raw_scores: bool = False) -> list[dict]:
+        """Documents sorted by score: `[{"corpus_id", "score", "text"?}]`, best first (scores as `predict`'s)."""
+        if not isinstance(query, str) or not query.strip():
+            raise CascadeError("query is empty")
+        if isinstance(documents, str):
+            raise CascadeError("documents must be a list of strings, not one string")
+        if top_k is not None and top_k < 1:
+            raise CascadeError(f"top_k must be >= 1, got {top_k}")
+        scores = self.predict([(query, d) for d in documents], batch_size=batch_size, raw_scores=raw_scores)
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        return [{"corpus_id": int(i), "score": float(scores[i]), **({"text": documents[i]} if return_documents else {})}
+                for i in order]
+
+
+class Reranker(Ranks):
     """Scores (query, document) pairs jointly. Higher is more relevant; scales differ by model.
 
     Backends implement `encode` and `score`; `predict` and `rank` match sentence-transformers'
@@ -33,6 +61,7 @@ class Reranker(ABC):
 
     model_id: str
     cost: CostModel
+    activation: Callable | None = None  # what `predict` applies to raw scores by default (None: none)
 
     @abstractmethod
     def encode(self, pairs: Sequence[tuple[str, str]]) -> Encoded:
@@ -54,29 +83,27 @@ class Reranker(ABC):
         self.cost.observe(padded_tokens(encoded.lengths, batch), (budget.now() - start) * 1000)
         return scores
 
-    def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        """One float32 score per pair, in input order; batches are length-sorted so each pads little."""
+    def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, progress: bool = False, *,
+                raw_scores: bool = False, activation_fn: Callable | None = None, show_progress_bar: bool | None = None,
+                convert_to_tensor: bool = False, convert_to_numpy: bool = True, apply_softmax: bool = False):
+        """One float32 score per pair, in input order; batches are length-sorted so each pads little.
+
+        As sentence-transformers' CrossEncoder.predict: the model's activation is applied (a sigmoid for a
+        one-logit cross-encoder, so scores lie in [0, 1] and thresholds carry over), `activation_fn` replaces it,
+        `raw_scores=True` returns the raw model scores (logits; what search ranks and caches),
+        `show_progress_bar` is `progress`, `convert_to_tensor` returns a torch tensor. `convert_to_numpy` and
+        `apply_softmax` are accepted and change nothing for a one-score model.
+        """
         scores = np.zeros(len(pairs), dtype=np.float32)
-        if len(pairs) == 0:
-            return scores
-        encoded = self.encode(pairs)
-        with tqdm(total=len(pairs), desc="reranking", unit="pair", disable=not progress) as bar:
-            for batch in length_sorted_batches(encoded.lengths, batch_size):
-                scores[batch] = self.timed_score(encoded, batch)
-                bar.update(len(batch))
-        return scores
-
-    def rank(self, query: str, documents: Sequence[str], top_k: int | None = None,
-             return_documents: bool = False, batch_size: int = 32) -> list[dict]:
-        """Documents sorted by score: `[{"corpus_id", "score", "text"?}]`, best first."""
-        if not isinstance(query, str) or not query.strip():
-            raise CascadeError("query is empty")
-        if isinstance(documents, str):
-            raise CascadeError("documents must be a list of strings, not one string")
-        if top_k is not None and top_k < 1:
-            raise CascadeError(f"top_k must be >= 1, got {top_k}")
-        scores = self.predict([(query, d) for d in documents], batch_size=batch_size)
-        order = np.argsort(-scores, kind="stable")[:top_k]
-        return [{"corpus_id": int(i), "score": float(scores[i]), **({"text": documents[i]} if return_documents else {})}
-                for i in order]
-
+        if len(pairs):
+            encoded = self.encode(pairs)
+            shown = progress if show_progress_bar is None else show_progress_bar
+            with tqdm(total=len(pairs), desc="reranking", unit="pair", disable=not shown) as bar:
+                for batch in length_sorted_batches(encoded.lengths, batch_size):
+                    scores[batch] = self.timed_score(encoded, batch)
+                    bar.update(len(batch))
+        activation = None if raw_scores else activation_fn or self.activation
+        if activation is not None:
+            out = activation(torch.from_numpy(scores))
+            scores = (out.detach().float().numpy() if isinstance(out, torch.Tensor) else np.asarray(out)).astype(np.float32)
+        return torch.from_numpy(scores) if convert_to_tensor else scores

@@ -4,7 +4,7 @@ The reranked head is ordered by 1/(K + reranker rank) + beta/(K + first-stage ra
 fusion of the two rankings, with K the first stage's own RRF constant. beta = 0 is the reranker alone.
 Chosen on dev only (benchmarks/rerank_blend_dev.py): beta = 1 lifted SciFact's held-out train queries
 from 0.779 (reranker alone) to 0.810 nDCG@10 and NFCorpus dev from 0.284 to 0.326 (first stage: 0.767,
-0.327), where no other beta did better on both.
+0.327), where no other beta did better on both (`settings.DEFAULT_BLEND`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 from cascade.retrieve.hybrid import RRF_K as K
-
-DEFAULT_BLEND = 1.0  # the default of SearchSettings.blend
 
 
 def blended_scores(scores: np.ndarray, first_ranks: np.ndarray, beta: float) -> np.ndarray:

@@ -30,6 +30,14 @@ def check_cross_encoder_config(name: str, config: dict) -> None:
         raise CascadeError(f"{name} is not a cross-encoder: it has {labels} output labels, a reranker needs 1")
 
 
+def config_activation(config: dict):
+    """The activation sentence-transformers would apply: the one its config names (Identity: none), else a
+    sigmoid, as for any one-logit cross-encoder."""
+    named = (config.get("sentence_transformers") or {}).get("activation_fn") \
+        or config.get("sbert_ce_default_activation_function") or ""
+    return None if named.endswith("Identity") else torch.sigmoid
+
+
 def pair_budget(model, tokenizer, max_length: int | None) -> int:
     """Tokens per (query, passage) pair: the caller's, else the tokenizer's `model_max_length` (which
     `cascade train` sets to the length the model was trained at), never past the position table."""
@@ -45,8 +53,8 @@ class CrossEncoder(Reranker):
     The weights are cast to the compute dtype (bf16 on AMX CPUs and CUDA; the one-logit head stays fp32):
     on this 2-core CPU that is 1.2x faster than fp32 weights under autocast, with the same scores to 3
     decimals. A warm-up batch at load keeps one-off kernel setup out of the first query's latency and
-    seeds the cost estimate budgets plan with. Scores are raw logits (apply a sigmoid yourself if you
-    need [0, 1]; ranking is unaffected).
+    seeds the cost estimate budgets plan with. `predict`/`rank` apply the model's activation as
+    sentence-transformers does (a sigmoid unless its config names Identity); search ranks by the raw logits.
     """
 
     def __init__(self, model: str, device: str | None = None, precision: str = "auto", max_length: int | None = None,
@@ -59,6 +67,7 @@ class CrossEncoder(Reranker):
         self.tokenizer, self.model = load_model("AutoModelForSequenceClassification", self.path, model, "reranker",
                                                 self.device, self.dtype)
         check_cross_encoder_config(model, self.model.config.to_dict())
+        self.activation = config_activation(self.model.config.to_dict())
         self.max_length = pair_budget(self.model, self.tokenizer, max_length)
         self.pairs = PairTokens(self.tokenizer, self.max_length)
         self.cost = CostModel()
@@ -78,6 +87,7 @@ class CrossEncoder(Reranker):
         self.max_length = pair_budget(model, tokenizer, max_length)
         self.pairs = PairTokens(tokenizer, self.max_length)
         self.cost = CostModel()
+        self.activation = config_activation(model.config.to_dict())
         return self
 
     @property

@@ -1,13 +1,27 @@
-"""Which reranker runs: an explicit name, else the bundled model, else the default id if cached, else none."""
+"""Which reranker runs: an explicit name (of any registered kind), else the bundled model, else the default id
+if cached, else none."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from cascade.errors import CascadeError
-from cascade.models.hub import BUNDLED_RERANKER, DEFAULT_RERANKER, bundled_path, cached_path
+from cascade.models.hub import BUNDLED_RERANKER, DEFAULT_RERANKER, bundled_path, cached_path, resolve
+from cascade.models.token_encoder import CONFIG as LATE_CONFIG
 from cascade.rerank.base import Reranker
 from cascade.rerank.cross_encoder import CrossEncoder
+from cascade.rerank.late_interaction import LateInteraction
+
+# Rerankers a model folder can be, by name. (The LLM reranker is no folder: `LLMReranker(url, model)`.)
+KINDS: dict[str, type[Reranker]] = {"cross-encoder": CrossEncoder, "late-interaction": LateInteraction}
+
+
+def kind_of(name: str) -> str:
+    """A folder `cascade train --kind late-interaction` wrote is a late-interaction model; anything else is
+    taken for a cross-encoder (which checks its own config)."""
+    path = Path(resolve(name))
+    return "late-interaction" if (path / LATE_CONFIG).is_file() else "cross-encoder"
 
 
 @dataclass
@@ -25,7 +39,7 @@ def load_reranker(name: str | None = None, device: str | None = None, precision:
     when nothing is available, the search still runs on first-stage order.
     """
     if name:
-        return RerankerChoice(CrossEncoder(name, device=device, precision=precision))
+        return RerankerChoice(KINDS[kind_of(name)](name, device=device, precision=precision))
     if bundled_path(BUNDLED_RERANKER):
         return RerankerChoice(CrossEncoder(BUNDLED_RERANKER, device=device, precision=precision))
     cached = cached_path(DEFAULT_RERANKER)

@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from cascade.errors import CascadeError
+from cascade.rerank.base import Ranks
 
 SYSTEM = "You are RankGPT, an intelligent assistant that ranks passages by their relevance to a search query."
 ID_PATTERN = re.compile(r"\[(\d+)\]")
@@ -73,7 +74,7 @@ def windows(n: int, window: int, step: int) -> list[tuple[int, int]]:
         end -= step
 
 
-class LLMReranker:
+class LLMReranker(Ranks):
     """RankGPT over any OpenAI-compatible `/chat/completions` endpoint (OpenAI, vLLM, llama.cpp, Ollama...).
 
     `url` is the base URL (`http://host:8000/v1`) or the full `.../chat/completions` URL; the API key is
@@ -114,6 +115,19 @@ class LLMReranker:
             order[start:end] = [span[k] for k in parse_ranking(answer, len(span))]
         result.order = np.asarray(order, dtype=np.int64)
         return result
+
+    def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, progress: bool = False, *,
+                raw_scores: bool = False) -> np.ndarray:
+        """Listwise scores: each query's documents ranked together, scored n, n-1, ..., 1 best first (the LLM
+        ranks; it does not score, so there is nothing raw). `batch_size` is unused: a window is `window` passages."""
+        scores = np.zeros(len(pairs), dtype=np.float32)
+        by_query: dict[str, list[int]] = {}
+        for i, (query, _) in enumerate(pairs):
+            by_query.setdefault(query, []).append(i)
+        for query, items in by_query.items():
+            order = self.rerank(query, [pairs[i][1] for i in items]).order
+            scores[np.asarray(items)[order]] = np.arange(len(items), 0, -1)
+        return scores
 
     @staticmethod
     def _fallback(result: LLMRanking, reason: str) -> LLMRanking:

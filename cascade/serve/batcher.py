@@ -88,7 +88,7 @@ class Batcher:
         """Scores split into `sizes` parts, or the exception once per part (answered as a 500 with its message)."""
         try:
             with self.model_lock:
-                scores = self.reranker.predict(pairs, batch_size=self.batch_size)
+                scores = self.reranker.predict(pairs, batch_size=self.batch_size, raw_scores=True)
         except Exception as e:
             return [e] * len(sizes)
         bounds = np.cumsum([0] + sizes)

@@ -50,6 +50,7 @@ class StageOutcome:
     order: np.ndarray  # every candidate, best first: the reordered head, then the rest as they came
     head: tuple[np.ndarray, np.ndarray] | None  # this stage's own (ids, scores) for the head; None if it did nothing
     status: RerankStatus | LLMStatus | None = None
+    raw: np.ndarray | None = None  # the model's own scores of `head`'s ids, before blending with ranks
 
 
 class Stage(Protocol):

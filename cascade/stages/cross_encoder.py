@@ -62,7 +62,7 @@ class CrossEncoderStage:
         rest = np.flatnonzero(np.isnan(scores))
         order = np.concatenate([head[done[best]], head[rest], candidates[depth:]])
         degraded = len(done) < len(head)
-        return StageOutcome(order, (head[done[best]], final[best]), RerankStatus(
+        return StageOutcome(order, (head[done[best]], final[best]), raw=scores[done[best]], status=RerankStatus(
             status="degraded" if degraded else "ok", blend=settings.blend,
             reason=budget_reason(len(done), len(head), started_ms, settings.budget_ms) if degraded else "",
             model=reranker.model_id, depth=len(head), planned_depth=planned, scored=len(done),

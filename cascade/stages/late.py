@@ -24,7 +24,8 @@ class LateStage:
                 deadline: float | None) -> StageOutcome:
         """The top `late_depth` reordered by MaxSim over the stored token vectors, blended with their ranks."""
         head = candidates[: settings.late_depth]
-        scores = engine.index.late.score(engine.late_encoder.encode([query], query=True)[0], head)
-        scores = blended_scores(scores, np.arange(1, len(head) + 1), settings.blend)
+        raw = engine.index.late.score(engine.late_encoder.encode([query], query=True)[0], head)
+        scores = blended_scores(raw, np.arange(1, len(head) + 1), settings.blend)
         best = np.argsort(-scores, kind="stable")
-        return StageOutcome(np.concatenate([head[best], candidates[len(head):]]), (head[best], scores[best]))
+        return StageOutcome(np.concatenate([head[best], candidates[len(head):]]), (head[best], scores[best]),
+                            raw=raw[best])

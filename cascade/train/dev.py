@@ -13,8 +13,9 @@ from typing import Sequence
 import numpy as np
 
 from cascade.evaluate.metrics import ndcg_at, ranked
-from cascade.rerank.blend import DEFAULT_BLEND, blended_scores
+from cascade.rerank.blend import blended_scores
 from cascade.rerank.cross_encoder import CrossEncoder
+from cascade.settings import DEFAULT_BLEND
 from cascade.train.data import DevQuery
 
 VIEWS = ("first_stage", "alone", "blended")
@@ -37,7 +38,7 @@ def dev_report(scorer: CrossEncoder | None, dev: Sequence[DevQuery], blend: floa
     for q in dev:
         first = -np.arange(len(q.candidates), dtype=float)
         scores = first if scorer is None else scorer.predict([(q.query, t) for _, t in q.candidates],
-                                                             batch_size=batch_size)
+                                                             batch_size=batch_size, raw_scores=True)
         ranks = np.arange(1, len(q.candidates) + 1)
         row = sums[q.source]
         row["first_stage"] += query_ndcg(q, first)

@@ -39,7 +39,7 @@ def score_with_teacher(examples: Sequence[Example], teacher: str, out: str | Pat
             scores = None  # a damaged cache is recomputed, never trusted
     if scores is None:
         model = CrossEncoder(teacher, device=device, max_length=max_length)
-        scores = model.predict(pairs, batch_size=batch_size, progress=progress).tolist()
+        scores = model.predict(pairs, batch_size=batch_size, progress=progress, raw_scores=True).tolist()  # logits
         atomic_write(cache, json.dumps({"teacher": teacher, "digest": digest, "scores": scores}))
     if len(scores) != len(pairs):
         raise CascadeError(f"{cache}: {len(scores)} cached scores for {len(pairs)} pairs; delete it and rerun")
