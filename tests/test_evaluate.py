@@ -108,7 +108,7 @@ def test_eval_end_to_end_on_scifact(scifact_mini, tiny_ce, tmp_path, capsys):
     pytrec_eval = pytest.importorskip("pytrec_eval")
     args = ["eval", str(scifact_mini), "--split", "test", "--index", str(tmp_path / "idx"), "--quiet",
             "--reranker", str(tiny_ce), "--retrieve", "50", "--rerank-depth", "20",
-            "--json", str(tmp_path / "out.json"), "--run-dir", str(tmp_path / "runs"),
+            "--json-out", str(tmp_path / "out.json"), "--run-dir", str(tmp_path / "runs"),
             "--report", str(tmp_path / "report.md")]
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -126,6 +126,10 @@ def test_eval_end_to_end_on_scifact(scifact_mini, tiny_ce, tmp_path, capsys):
     assert out["stages"]["dense"]["delta"]["ndcg@10"] == pytest.approx(
         out["stages"]["dense"]["ndcg@10"] - out["stages"]["bm25"]["ndcg@10"], abs=1e-5)
     assert out["diagnostics"]
+
+    # --json: the same object on stdout, nothing else there
+    assert main([*args[:11], "--stages", "bm25,hybrid", "--json", "--json-out", str(tmp_path / "again.json")]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads((tmp_path / "again.json").read_text())
 
     # the run files are valid TREC runs, and trec_eval's reading of them gives our numbers
     qrels = load_split(scifact_mini, "test").qrels
@@ -185,7 +189,7 @@ def test_eval_and_sweep_with_a_late_interaction_stage(scifact_mini, tiny_ce, tmp
     idx = str(tmp_path / "idx")
     args = ["eval", str(scifact_mini), "--index", idx, "--quiet", "--reranker", str(tiny_ce), "--queries", "6",
             "--stages", "hybrid,hybrid+late,hybrid+late+rerank", "--late-depth", "40", "--rerank-depth", "10",
-            "--json", str(tmp_path / "out.json")]
+            "--json-out", str(tmp_path / "out.json")]
     assert main(args) == 0  # builds the token vectors the late stage needs
     out = json.loads((tmp_path / "out.json").read_text())
     assert list(out["stages"]) == ["hybrid", "hybrid+late", "hybrid+late+rerank"]

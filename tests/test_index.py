@@ -248,6 +248,16 @@ def test_a_second_writer_is_refused_and_a_failed_first_build_leaves_no_folder(tm
     assert not (tmp_path / "fresh").exists()
 
 
+def test_index_and_verify_speak_json(docs_jsonl, tmp_path, capsys):
+    assert main(["index", str(docs_jsonl), "--out", str(tmp_path / "idx"), "--quiet", "--json"]) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert (built["documents"], built["passages"], built["encoded"], built["reused"]) == (6, 6, 6, 0)
+    assert built["settings"]["passage_words"] == 200 and built["ann"] == ["flat"]
+    assert main(["verify", str(tmp_path / "idx"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"index": str(tmp_path / "idx"), "ok": True,
+                                                   "bytes": sum(_manifest(tmp_path / "idx")["files"].values())}
+
+
 def test_a_folder_the_machine_refuses_is_one_clear_line(docs_jsonl, capsys):
     assert main(["index", str(docs_jsonl), "--out", "/dev/null/idx", "--quiet"]) == 2
     err = capsys.readouterr().err

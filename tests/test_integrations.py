@@ -53,3 +53,49 @@ def test_llamaindex_retriever_and_postprocessor(engine, model):
     with pytest.raises(CascadeError, match="needs the query"):
         CascadeRerank(model=model).postprocess_nodes(given)
     assert CascadeRerank(model=model).postprocess_nodes([], query_bundle=QueryBundle(QUERY)) == []
+
+
+@pytest.fixture(scope="module")
+def server(tiny_ce):
+    from tests.conftest import Server
+
+    running = Server("--reranker", str(tiny_ce))
+    yield running
+    running.stop()
+
+
+DOCS = ["Caches cut latency.", "Tides follow the Moon.", "The Moon pulls the oceans, raising tides twice a day."]
+
+
+def expected(model):
+    """What the server should answer: every document (top_n above their count), best first, sigmoid scores."""
+    return model.rank(QUERY, DOCS)
+
+
+def test_langchain_and_llamaindex_cohere_rerankers_work_unchanged(server, model):
+    from langchain_cohere import CohereRerank as LangChainCohere
+    from langchain_core.documents import Document
+    from llama_index.core.schema import NodeWithScore, TextNode
+    from llama_index.postprocessor.cohere_rerank import CohereRerank as LlamaIndexCohere
+
+    want = expected(model)
+    kept = LangChainCohere(cohere_api_key="unused", base_url=server.base, model="rerank-english-v3.0",
+                           top_n=5).compress_documents([Document(page_content=d) for d in DOCS], QUERY)
+    assert [d.page_content for d in kept] == [DOCS[r["corpus_id"]] for r in want]  # LangChain's default top_n is 3
+    assert [d.metadata["relevance_score"] for d in kept] == pytest.approx([r["score"] for r in want], abs=1e-3)
+    nodes = LlamaIndexCohere(api_key="unused", base_url=server.base, top_n=5).postprocess_nodes(
+        [NodeWithScore(node=TextNode(text=d), score=0.0) for d in DOCS], query_str=QUERY)
+    assert [n.node.get_content() for n in nodes] == [DOCS[r["corpus_id"]] for r in want]
+    assert [n.score for n in nodes] == pytest.approx([r["score"] for r in want], abs=1e-3)
+
+
+@pytest.mark.parametrize("provider, path", [("cohere", "/v1/rerank"), ("text-embeddings-inference", "/rerank")])
+def test_rerankers_api_ranker_works_unchanged(server, model, provider, path):
+    from rerankers import Reranker
+
+    ranker = Reranker("cascade", model_type="APIRanker", api_provider=provider, api_key="unused", url=server.base + path,
+                      verbose=0)
+    results = ranker.rank(QUERY, DOCS).results
+    want = expected(model)
+    assert [r.document.text for r in results] == [DOCS[r["corpus_id"]] for r in want]
+    assert [r.score for r in results] == pytest.approx([r["score"] for r in want], abs=1e-3)

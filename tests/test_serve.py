@@ -3,10 +3,7 @@ servers, and a fuzz pass with no 5xx. In-process tests use the real app; process
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -20,7 +17,7 @@ from hypothesis import strategies as st
 from cascade import Cascade, CrossEncoder
 from cascade.serve.app import ServeConfig, create_app, truncated_documents
 from cascade.serve.batcher import Batcher
-from tests.conftest import DOCS, assert_within_bound, free_port, write_jsonl
+from tests.conftest import DOCS, Server, assert_within_bound, write_jsonl
 
 QUERY = "does rate limiting increase latency"
 
@@ -415,31 +412,6 @@ def test_fuzzed_bodies_never_get_a_5xx(client, body, route):
 
 
 # -- the real server, as its own process ------------------------------------------------------------------
-
-class Server:
-    def __init__(self, *args: str, env: dict | None = None):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "cascade.cli", "serve", *args, "--port", str(self.port)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, **(env or {})})
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(self.base + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-            if self.proc.poll() is not None:
-                pytest.fail(f"cascade serve exited: {self.proc.stdout.read()}")
-        self.stop()
-        pytest.fail("cascade serve did not come up")
-
-    def stop(self) -> str:
-        self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=60)
-        return out
-
 
 def test_reload_during_traffic_drops_no_request(tmp_path, tiny_ce):
     src = write_jsonl(tmp_path / "docs.jsonl", DOCS)

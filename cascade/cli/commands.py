@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -65,13 +66,22 @@ def cmd_index(args: argparse.Namespace) -> None:
     st = cascade.build_stats
     m = cascade.index.manifest
     kinds = sorted({a["kind"] for a in m["ann"]})
+    info = m.get("late_interaction")
+    if args.json:
+        print_json({"index": args.out, **dataclasses.asdict(st), "shards": len(m["shards"]), "ann": kinds,
+                    "settings": m["settings"], "late_interaction": info})
+        return
     print(f"indexed {st.documents} documents as {st.passages} passages into {args.out} in {st.seconds:.1f}s "
           f"(encoded {st.encoded}, reused {st.reused}, removed {st.removed}; {len(m['shards'])} shard(s), "
           f"dense search {'/'.join(kinds)})")
-    info = cascade.index.manifest.get("late_interaction")
     if info:
         print(f"late interaction: {info['tokens']} token vectors ({info['model']}, dim {info['dim']}, {info['dtype']}), "
               f"{info['bytes'] / 2**20:.1f} MiB, {info['bytes_per_passage'] / 1024:.1f} KiB per passage")
+
+
+def print_json(data: dict) -> None:
+    """What `--json` prints on every command: one JSON object on stdout."""
+    print(json.dumps(data, ensure_ascii=False))
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
@@ -80,6 +90,9 @@ def cmd_verify(args: argparse.Namespace) -> None:
     from cascade.index import verify_checksums
 
     checked = verify_checksums(Path(args.index))
+    if args.json:
+        print_json({"index": args.index, "ok": True, "bytes": checked})
+        return
     print(f"index {args.index}: every file matches its checksum ({checked / 2**20:.1f} MiB checked)")
 
 
@@ -89,7 +102,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     engine, settings = open_for_query(args)
     result = engine.search(args.query, settings)
     if args.json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False))
+        print_json(result.to_dict())
     else:
         print(format_result(result))
 
@@ -116,7 +129,7 @@ def cmd_context(args: argparse.Namespace) -> None:
     engine, settings = open_for_query(args)
     context = engine.context(args.query, max_tokens=args.max_tokens, tokenizer=args.tokenizer, settings=settings)
     if args.json:
-        print(json.dumps(context.to_dict(), ensure_ascii=False))
+        print_json(context.to_dict())
         return
     print(context.text)
     print(f"\n-- {len(context.sources)} sources, {context.tokens}/{context.max_tokens} tokens ({context.tokenizer})")
@@ -184,19 +197,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
                                   late_interaction=True if "late" in uses else None)
     cascade.llm = llm
     if reranked and cascade.reranker is None and not explicit:
-        print(f"note: skipping hybrid+rerank: rerank unavailable ({cascade.rerank_unavailable})")
+        print(f"note: skipping hybrid+rerank: rerank unavailable ({cascade.rerank_unavailable})", file=sys.stderr)
         stages = [s for s in stages if s not in reranked]
     result = evaluate(cascade, split, stages, settings, limit=args.queries, progress=not args.quiet)
     notes = diagnose(result, {q: split.qrels[q] for q in list(split.queries)[: result.queries]})
     table = stage_table(result)
     title = f"{result.dataset} / {result.split}: {result.queries} queries"
-    print(f"{title} (retrieve {settings.retrieve}, rerank depth {settings.rerank_depth}, reranker "
-          f"{result.settings['reranker'] or 'none'})\n")
-    print(table)
-    recall = result.settings.get("ann_recall@200")
-    if recall is not None:
-        print(f"\nANN ({result.settings['ann'][0]['kind']}) Recall@200 against exact search: {recall:.3f}")
-    print("\n".join(f"- {n}" for n in notes))
+    if args.json:
+        print_json(eval_json(result, notes))
+    else:
+        print_eval(result, settings, title, table, notes)
     if args.json_out:
         write_json(args.json_out, eval_json(result, notes))
     if args.run_dir:
@@ -209,6 +219,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
             print(f"cascade: {PLOTS_NEED}", file=sys.stderr)
         write_report(args.report, title, [("Results by stage", table),
                                           ("Diagnostics", "\n".join(f"- {n}" for n in notes))], plot)
+
+
+def print_eval(result, settings, title: str, table: str, notes: list[str]) -> None:
+    print(f"{title} (retrieve {settings.retrieve}, rerank depth {settings.rerank_depth}, reranker "
+          f"{result.settings['reranker'] or 'none'})\n")
+    print(table)
+    recall = result.settings.get("ann_recall@200")
+    if recall is not None:
+        print(f"\nANN ({result.settings['ann'][0]['kind']}) Recall@200 against exact search: {recall:.3f}")
+    print("\n".join(f"- {n}" for n in notes))
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -234,12 +254,16 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     if best_ndcg <= result.baseline["ndcg@10"]:
         advice += (f" But no depth beats the first stage alone (nDCG@10 {result.baseline['ndcg@10']:.3f}): "
                    "this reranker hurts on this data; fix or fine-tune it before choosing a depth.")
-    print(table + "\n" + advice)
+    if args.json:
+        print_json({**result.to_dict(), "advice": advice})
+    else:
+        print(table + "\n" + advice)
     write_json(out / "sweep.json", result.to_dict())
     plot = plot_sweep(result, out / "sweep.png")
     write_report(out / "sweep.md", f"{result.dataset} / {result.split}: rerank depth sweep",
                  [("Quality and latency by depth", table), ("Suggestion", f"- {advice}")], plot)
-    print(f"wrote {out}/sweep.md, sweep.json" + (", sweep.png" if plot else f" ({PLOTS_NEED})"))
+    print(f"wrote {out}/sweep.md, sweep.json" + (", sweep.png" if plot else f" ({PLOTS_NEED})"),
+          file=sys.stderr if args.json else sys.stdout)
 
 
 def training_config(args: argparse.Namespace, **extra):
@@ -272,6 +296,9 @@ def run_training(args: argparse.Namespace, config, teacher: str | None = None) -
         score_with_teacher(data.examples, teacher, args.out, device=args.device, max_length=args.max_length,
                            progress=not args.quiet)
     result = trainer(config, data).run(progress=not args.quiet)
+    if args.json:
+        print_json({"out": args.out, **{k: v for k, v in dataclasses.asdict(result).items() if k != "history"}})
+        return
     print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min; best dev nDCG@10 {result.best_dev_ndcg:.4f} "
           f"at step {result.best_step} (first stage {result.first_stage_dev_ndcg:.4f}; mean over dev sources of the "
           f"blended cascade); model in {args.out}")
@@ -343,6 +370,11 @@ def cmd_adapt(args: argparse.Namespace) -> None:
         changes["base"] = resolve(args.base)
     config = adapt_config(args.out, **changes, command=shlex.join(["cascade", *args.argv]))
     report = adapt(args.index, config, progress=not args.quiet)
+    if args.json:
+        summary = dataclasses.asdict(report)
+        summary["training"] = {k: v for k, v in summary["training"].items() if k != "history"}
+        print_json(summary)
+        return
     print(f"held-out pseudo-queries: {report.held_out}; nDCG@10 blended as search runs it (reranker alone):\n"
           f"  first stage     {report.first_stage:.4f}\n"
           f"  starting model  {report.base:.4f} ({report.base_alone:.4f})\n"
@@ -351,4 +383,5 @@ def cmd_adapt(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"index": cmd_index, "verify": cmd_verify, "search": cmd_search, "context": cmd_context, "demo": cmd_demo,
-            "eval": cmd_eval, "sweep": cmd_sweep, "train": cmd_train, "adapt": cmd_adapt, "distill": cmd_distill, "serve": cmd_serve}
+            "eval": cmd_eval, "sweep": cmd_sweep, "train": cmd_train, "adapt": cmd_adapt, "distill": cmd_distill,
+            "serve": cmd_serve}

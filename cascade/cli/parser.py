@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build shards as Ray tasks: a local Ray cluster, or ADDRESS (auto, ray://head:10001); "
                         "workers must see --out at the same path (pip install 'cascade-retrieval[distributed]')")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_json_flag(p)
 
     s = sub.add_parser("search", help="search an index: hybrid retrieve -> rerank -> top hits",
                        description="Hybrid retrieve K candidates, rerank the top D with a cross-encoder, print the "
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Recall@100, Recall@D, P@5 and per-query latency, each stage's change over the "
                                    "one before, and diagnostics in words. Documents score the max over their "
                                    "passages.", formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="example:\n  cascade eval ../shared/data/beir/scifact --split test --json scifact.json "
+                       epilog="example:\n  cascade eval ../shared/data/beir/scifact --split test --json-out scifact.json "
                               "--report scifact.md --run-dir runs/")
     add_dataset_options(e, default_split="test")
     add_setting_flags(e, ("rerank_depth", "late_depth", "llm_depth", "blend", "batch_size"), **CHAIN_DEPTHS)
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated stages (default {','.join(EVAL_STAGES)}; hybrid+rerank is skipped with a "
                         "note when no reranker is available): bm25, dense, hybrid, or a chain hybrid+late, "
                         "hybrid+late+rerank, hybrid+rerank+llm, ... (late, rerank, llm in that order)")
-    e.add_argument("--json", dest="json_out", default=None, metavar="FILE", help="write the numbers as JSON")
+    e.add_argument("--json-out", default=None, metavar="FILE", help="also write the numbers as JSON to FILE")
     e.add_argument("--run-dir", default=None, metavar="DIR", help="write one TREC run file per stage")
     e.add_argument("--report", default=None, metavar="FILE", help="write a .md or .html report with a plot")
 
@@ -159,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "loading cannot see. Exit 0 when all match, 2 naming the damaged files.",
                        epilog="example:\n  cascade verify ./idx", formatter_class=argparse.RawDescriptionHelpFormatter)
     y.add_argument("index", help="index directory")
+    add_json_flag(y)
 
     t = sub.add_parser("train", help="fine-tune a cross-encoder reranker on BEIR-style labels",
                        description="Mine hard negatives with Cascade's own hybrid first stage, fine-tune a "
@@ -203,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     a.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     a.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_json_flag(a)
 
     k = sub.add_parser("distill", help="distil a cross-encoder into a smaller, faster student",
                        description="Score every training pair once with the teacher (cached in OUT), initialise a "
@@ -272,6 +275,7 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
                    help="weights on disk; bf16 halves the folder and loads back as fp32 (fp32)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_json_flag(p)
 
 
 def add_dataset_options(p: argparse.ArgumentParser, default_split: str) -> None:
@@ -283,6 +287,7 @@ def add_dataset_options(p: argparse.ArgumentParser, default_split: str) -> None:
                    help="index to build or refresh for the corpus (default: a cache folder per dataset)")
     add_index_flags(p, ("passage_words", "overlap"))
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_json_flag(p)
     add_search_options(p)
 
 
@@ -331,7 +336,13 @@ def add_query_options(s: argparse.ArgumentParser, **defaults) -> None:
     s.add_argument("--stages", default=None, metavar="SPEC",
                    help="all depths at once, e.g. hybrid:150,late:60,rerank:20,llm:10 (a stage left out does not "
                         "run); overrides --retrieve, --late-depth, --rerank-depth and --llm-depth")
-    s.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    add_json_flag(s)
+
+
+def add_json_flag(p: argparse.ArgumentParser) -> None:
+    """`--json` means one thing on every command that prints a result: that result as one JSON object on
+    stdout, instead of text (progress and notes go to stderr)."""
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object instead of text")
 
 
 def add_llm_options(p: argparse.ArgumentParser) -> None:
