@@ -164,3 +164,13 @@ def test_weights_are_cast_once_and_warm_up_seeds_the_cost_model(tiny_ce):
     assert next(cold.model.parameters()).dtype == torch.float32 and cold.cost.ms_per_token is None
     cold.predict(PAIRS)
     assert cold.cost.ms_per_token > 0  # every scored batch feeds the estimate
+
+
+@pytest.mark.parametrize("name", ["cascade-reranker", "cascade-reranker-fast"])
+def test_bundled_model_cards_say_what_the_hub_needs(name):
+    from cascade.models.hub import bundled_path
+
+    card = (bundled_path(name) / "README.md").read_text()
+    front = card.split("---")[1]
+    assert "pipeline_tag: text-ranking" in front and "base_model: sentence-transformers/all-MiniLM-L6-v2" in front
+    assert "Max length 256 tokens" in card and f'CrossEncoder("{name}")' in card

@@ -314,6 +314,8 @@ def test_health_metrics_and_docs(client):
     assert 'cascade_requests_total{route="/rerank",status="200"}' in text
     assert 'cascade_requests_total{route="/rerank",status="422"}' in text
     assert "cascade_model_batch_pairs_bucket" in text and 'cascade_stage_seconds_count{stage="bm25"}' in text
+    assert 'cascade_requests_in_flight{route="/metrics"} 1.0' in text  # itself, while it renders
+    assert 'cascade_requests_in_flight{route="/search"} 0.0' in text
     def degraded(metrics: str) -> float:
         return float(next(line.split()[1] for line in metrics.splitlines()
                           if line.startswith("cascade_degraded_responses_total")))

@@ -173,7 +173,12 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
     @app.middleware("http")
     async def count(request: Request, call_next):
         start = time.perf_counter()
-        response = await call_next(request)
+        in_flight = metrics.in_flight.labels(metrics.route(request.url.path))
+        in_flight.inc()
+        try:
+            response = await call_next(request)
+        finally:
+            in_flight.dec()
         metrics.observe_request(request.url.path, response.status_code, time.perf_counter() - start)
         return response
 

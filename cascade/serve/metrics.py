@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 ROUTES = {"/rerank", "/v1/rerank", "/v2/rerank", "/search", "/context", "/health", "/metrics", "/admin/reload", "/docs",
-          "/openapi.json"}
+          "/redoc", "/openapi.json"}
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -26,10 +26,15 @@ class Metrics:
         self.cache_misses = Counter("cascade_cache_misses", "Reranker scores computed", registry=r)
         self.degraded = Counter("cascade_degraded_responses", "Searches cut short by their latency budget",
                                 registry=r)
+        self.in_flight = Gauge("cascade_requests_in_flight", "Requests being served now, by route", ["route"],
+                               registry=r)
         self.content_type = CONTENT_TYPE_LATEST
 
+    def route(self, path: str) -> str:
+        return path if path in ROUTES else "other"
+
     def observe_request(self, path: str, status: int, seconds: float) -> None:
-        route = path if path in ROUTES else "other"
+        route = self.route(path)
         self.requests.labels(route, str(status)).inc()
         self.latency.labels(route).observe(seconds)
 
