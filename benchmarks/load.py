@@ -32,12 +32,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(index: Path, micro: bool) -> tuple[subprocess.Popen, str]:
+def start_server(index: Path, micro: bool, *extra: str) -> tuple[subprocess.Popen, str]:
+    """`cascade serve INDEX` on a free loopback port, up; `extra` flags are passed on (benchmarks/hostile.py)."""
     import httpx
 
     port = free_port()
     # no score cache: the clients cycle through 50 queries, and cached scores would hide the model's cost
-    cmd = [sys.executable, "-m", "cascade.cli", "serve", str(index), "--port", str(port), "--cache", "none"]
+    cmd = [sys.executable, "-m", "cascade.cli", "serve", str(index), "--port", str(port), "--cache", "none", *extra]
     proc = subprocess.Popen(cmd + ([] if micro else ["--no-micro-batching"]), stdout=subprocess.DEVNULL,
                             env={**os.environ, "CASCADE_API_KEY": ""})
     base = f"http://127.0.0.1:{port}"

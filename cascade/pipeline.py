@@ -204,9 +204,9 @@ class Cascade:
                             stage_scores={k: v[0] if v else None for k, v in seen.items()},
                             stage_ranks={k: v[1] if v else None for k, v in seen.items()}, metadata=p.metadata,
                             model_scores={name: s[int(i)] for name, s in raw.items() if int(i) in s}))
-        degraded = any(status.get("degraded") for status in run.statuses.values())
+        reasons = [f"{name}: {status['reason']}" for name, status in run.statuses.items() if status.get("degraded")]
         return SearchResult(query=query.strip(), hits=hits, timings_ms=run.timings_ms, rerank=run.statuses["rerank"],
-                            degraded=degraded, llm=run.statuses.get("llm"))
+                            degraded=bool(reasons), llm=run.statuses.get("llm"), degraded_reason="; ".join(reasons))
 
     def context(self, query: str, max_tokens: int = 2000, tokenizer: str | None = None,
                 settings: SearchSettings | None = None, **changes) -> Context:

@@ -32,6 +32,7 @@ class SearchResult:
     rerank: dict = field(default_factory=dict)
     degraded: bool = False  # the budget cut reranking short (`rerank["scored"]`), or the LLM stage failed (`llm`)
     llm: dict | None = None  # the LLM stage's status, calls and tokens, when it ran
+    degraded_reason: str = ""  # why, in words, when degraded: each cut-short stage's reason
 
     def to_dict(self) -> dict:
         return asdict(self)

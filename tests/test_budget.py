@@ -152,6 +152,7 @@ def test_a_first_stage_that_used_the_budget_up_is_named_as_the_cause(clock, monk
     assert result.degraded and result.rerank["scored"] == 0
     assert result.rerank["reason"] == ("latency budget: scored 0 of 12 (what ran before reranking took 500 ms of the "
                                        "100 ms budget)")
+    assert result.degraded_reason == f"rerank: {result.rerank['reason']}"
 
 def test_bad_budgets_are_refused():
     cascade = Cascade.build(DOCS, reranker=None, cache=None)

@@ -62,6 +62,20 @@ def test_dense_vectors_are_normalised_and_match_a_fresh_encoding(small_index):
     np.testing.assert_allclose((vectors * fresh).sum(1), 1.0, atol=1e-3)
 
 
+def test_an_encoder_that_gives_nan_is_refused_before_anything_is_stored(tmp_path):
+    import torch
+
+    from cascade.models.bi_encoder import Encoder
+    from cascade.models.hub import DEFAULT_ENCODER
+
+    broken = Encoder(DEFAULT_ENCODER)
+    with torch.no_grad():
+        broken.model.embeddings.word_embeddings.weight[:] = float("nan")  # weights gone bad (a bad cast, a bad file)
+    with pytest.raises(CascadeError, match="gave NaN or infinite vectors for 6 of 6 texts"):
+        Cascade.build(DOCS, tmp_path / "idx", encoder=broken, reranker=None)
+    assert not (tmp_path / "idx").exists()
+
+
 def test_encoding_progress_moves_per_batch_and_bars_stay_off_the_log(tmp_path, capfd):
     """The index's bar is told after every batch (it sat at 0/7727 for 18 minutes when told per 4,096
     passages), and a command whose stderr is not a terminal draws no bar at all."""

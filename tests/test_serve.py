@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from cascade import Cascade, CrossEncoder
 from cascade.serve.app import ServeConfig, create_app, truncated_documents
 from cascade.serve.batcher import Batcher
-from tests.conftest import DOCS, Server, assert_within_bound, write_jsonl
+from tests.conftest import DOCS, Server, assert_within_bound, free_port, write_jsonl
 
 QUERY = "does rate limiting increase latency"
 
@@ -184,7 +184,9 @@ def test_body_level_errors(client):
     r = client.post("/rerank", json={"query": "q", "documents": ["x" * 30_000]})
     assert r.status_code == 413 and "limit" in r.json()["message"]
     r = client.post("/rerank", content=b'{"query": ', headers={"content-type": "application/json"})
-    assert r.status_code == 422
+    assert r.status_code == 400 and r.json()["message"].startswith("request body is not valid JSON (")
+    assert client.get("/nowhere").json() == {"message": "Not Found"}  # one error shape, the router's own included
+    assert client.get("/rerank").json() == {"message": "Method Not Allowed"}
 
 
 def test_search_takes_every_setting_and_refuses_bad_ones_alike(client):
@@ -216,7 +218,7 @@ def test_search_returns_the_cli_json(client, small_index, tiny_ce, capsys):
     assert main(["search", str(small_index), QUERY, "--reranker", str(tiny_ce), "--retrieve", "6", "--rerank-depth",
                  "4", "--top", "5", "--budget-ms", "none", "--json"]) == 0
     cli = json.loads(capsys.readouterr().out)
-    assert set(body) == set(cli) == {"query", "hits", "timings_ms", "rerank", "degraded", "llm"}
+    assert set(body) == set(cli) == {"query", "hits", "timings_ms", "rerank", "degraded", "degraded_reason", "llm"}
     assert set(body["hits"][0]) == set(cli["hits"][0]) and set(body["rerank"]) == set(cli["rerank"])
     assert {h["id"] for h in body["hits"]} == {h["id"] for h in cli["hits"]}
     assert len(body["hits"]) == 5 and body["degraded"] is False
@@ -227,6 +229,7 @@ def test_search_returns_the_cli_json(client, small_index, tiny_ce, capsys):
     degraded = client.post("/search", json={"query": "vitamin d from sunlight", "budget_ms": 0, "retrieve": 6,
                                             "rerank_depth": 4}).json()
     assert degraded["degraded"] is True and degraded["rerank"]["scored"] == 0
+    assert degraded["degraded_reason"].startswith("rerank: latency budget: scored 0 of 4")
     for bad, field in (({"query": QUERY, "retrieve": 2, "rerank_depth": 4}, "retrieve"),
                        ({"query": QUERY, "top": 0}, "top"), ({"query": QUERY, "colour": "red"}, "colour"),
                        ({"query": QUERY, "budget_ms": -1}, "budget_ms")):
@@ -301,6 +304,70 @@ def test_health_answers_while_searches_wait_for_the_model(ce, small_index):
         app.state.batcher.close()
     assert health.status_code == 200 and health.json()["cache"]["reachable"] is True
     assert {r.status_code for r in searches} == {200}
+
+
+def test_a_full_queue_answers_503_at_once_and_ready_says_so(ce, small_index):
+    """Past --max-queue, model-bound requests are refused with Retry-After instead of waiting without bound."""
+    app = create_app(ce, Cascade.load(small_index, reranker=ce), ServeConfig(index=small_index, max_queue=3))
+    lock = app.state.batcher.model_lock
+
+    async def overload():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=120) as c:
+            lock.acquire()
+            try:
+                waiting = [asyncio.create_task(c.post("/search", json={"query": QUERY, "budget_ms": None}))
+                           for _ in range(3)]
+                await asyncio.sleep(0.5)
+                refused = await asyncio.wait_for(c.post("/rerank", json={"query": QUERY, "documents": ["a"]}), 10)
+                busy = await c.get("/ready")
+            finally:
+                lock.release()
+            done = await asyncio.gather(*waiting)
+            return refused, busy, done, await c.get("/ready")
+
+    try:
+        refused, busy, done, idle = asyncio.run(overload())
+    finally:
+        app.state.batcher.close()
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json()["message"].startswith("busy: 3 requests are waiting for the model")
+    assert busy.status_code == 503 and busy.json() == {"ready": False, "queued": 3, "max_queue": 3, "model_busy": True}
+    assert [r.status_code for r in done] == [200, 200, 200]
+    assert idle.status_code == 200 and idle.json()["queued"] == 0
+
+
+def test_a_request_whose_client_left_while_it_waited_is_never_run(ce, small_index):
+    import socket
+
+    import uvicorn
+
+    app = create_app(ce, Cascade.load(small_index, reranker=ce), ServeConfig(index=small_index))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    lock, abandoned = app.state.batcher.model_lock, app.state.metrics.abandoned
+    body = json.dumps({"query": QUERY}).encode()
+    try:
+        lock.acquire()  # the model is busy: the search waits
+        with socket.create_connection(("127.0.0.1", server.config.port)) as s:
+            s.sendall(b"POST /search HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            time.sleep(0.5)
+        time.sleep(0.5)  # the client has gone while the search still waits
+        lock.release()
+        deadline = time.time() + 10
+        while abandoned._value.get() < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        assert abandoned._value.get() == 1
+        r = httpx.post(f"http://127.0.0.1:{server.config.port}/search", json={"query": QUERY}, timeout=60)
+        assert r.status_code == 200 and abandoned._value.get() == 1  # a client that stays is served
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        app.state.batcher.close()
 
 
 def test_health_metrics_and_docs(client):

@@ -342,12 +342,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
     config = ServeConfig(index=Path(args.index) if args.index else None, api_key=args.api_key or None,
                          max_documents=args.max_documents, max_body_bytes=int(args.max_body_mb * 2**20),
                          micro_batching=not args.no_micro_batching, batch_window_ms=args.batch_window_ms,
-                         tokenizer=args.tokenizer, public_docs=args.public_docs)
+                         tokenizer=args.tokenizer, public_docs=args.public_docs, max_queue=args.max_queue)
     app = create_app(choice.reranker, engine, config)
     print(f"cascade: serving {choice.reranker.model_id}"
           f"{f' and {args.index}' if args.index else ''} on http://{args.host}:{args.port} (docs at /docs)",
           flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=args.drain_s)
 
 
 def cmd_distill(args: argparse.Namespace) -> None:

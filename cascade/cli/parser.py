@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     v.add_argument("--port", type=port, default=8080, help="port (default 8080)")
     v.add_argument("--api-key", default=os.environ.get("CASCADE_API_KEY"), metavar="KEY",
-                   help="require 'Authorization: Bearer KEY' on every route but /health (default: $CASCADE_API_KEY)")
+                   help="require 'Authorization: Bearer KEY' on every route but /health and /ready (default: "
+                        "$CASCADE_API_KEY)")
     v.add_argument("--reranker", default=None, metavar="MODEL", help="cross-encoder (default: the bundled one)")
     v.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     v.add_argument("--cache", default="memory", metavar="SPEC",
@@ -150,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tokenizer /context counts its max_tokens in: your LLM's (default: the index encoder's)")
     v.add_argument("--public-docs", action="store_true",
                    help="serve /docs, /redoc and /openapi.json without the API key (by default they need it too)")
+    v.add_argument("--max-queue", type=positive, default=64, metavar="N",
+                   help="model-bound requests (waiting or running) past which new ones get 503 with Retry-After "
+                        "instead of waiting without bound; /ready reports it (default 64)")
+    v.add_argument("--drain-s", type=positive, default=30, metavar="S",
+                   help="on SIGTERM, how long in-flight requests may take to finish before exit (default 30)")
     v.add_argument("--no-verify", action="store_true",
                    help="skip re-hashing the index's files against their checksums at start (a large index starts "
                         "faster; a damaged one then answers wrong instead of refusing to start)")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cascade.errors import CascadeError
 from cascade.models.hub import DEFAULT_ENCODER, resolve
 from cascade.models.runtime import autocast_dtype, compute_in, length_sorted_batches, load_model, padded_groups, pick_device
 
@@ -78,4 +79,9 @@ class Encoder:
             if on_batch is not None:
                 on_batch(len(batch))
         bar.close()
+        broken = np.flatnonzero(~np.isfinite(out).all(axis=1))
+        if len(broken):  # stored, a NaN vector would rank garbage without a word; refuse it by name instead
+            raise CascadeError(f"encoder {self.model_id} gave NaN or infinite vectors for {len(broken)} of "
+                               f"{len(texts)} texts (the first: {texts[broken[0]][:60]!r}); its weights or precision "
+                               "are broken (CASCADE_PRECISION=fp32 rules the precision out)")
         return out

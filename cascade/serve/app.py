@@ -15,6 +15,7 @@ import hmac
 import logging
 import math
 import signal
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cascade._version import __version__
 from cascade.errors import CascadeError
@@ -38,7 +40,7 @@ from cascade.rerank.factory import RerankerChoice
 from cascade.rerank.pairs import WORD_CAP, cut
 from cascade.serve.batcher import Batcher
 from cascade.serve.limits import BodyLimits
-from cascade.serve.metrics import Metrics
+from cascade.serve.metrics import Counted, Metrics
 from cascade.settings import CONTEXT_TOP, NAMES, SearchSettings, SettingError
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ class ServeConfig:
     max_batch_pairs: int = 256
     tokenizer: str | None = None  # what /context counts its budget in (default: the index encoder's)
     public_docs: bool = False  # /docs, /redoc and /openapi.json without the API key
+    max_queue: int = 64  # model-bound requests (waiting or running) past which new ones get 503 + Retry-After
 
 
 def _unicode(text: str) -> str:
@@ -167,24 +170,15 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
                       ("docs_url", "redoc_url", "openapi_url")) if guard_docs else {}),
                   description="Hybrid retrieval + cross-encoder reranking. `/rerank` speaks the Cohere/Jina "
                               "rerank API; `/search` runs the full cascade over the served index.")
-    app.add_middleware(BodyLimits, max_bytes=config.max_body_bytes, on_reject=metrics.observe_request)
+    app.add_middleware(BodyLimits, max_bytes=config.max_body_bytes)
+    app.add_middleware(Counted, metrics=metrics)  # outermost: sees every request, refused bodies included
     app.state.batcher, app.state.metrics, app.state.checker = batcher, metrics, checker
-
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        start = time.perf_counter()
-        in_flight = metrics.in_flight.labels(metrics.route(request.url.path))
-        in_flight.inc()
-        try:
-            response = await call_next(request)
-        finally:
-            in_flight.dec()
-        metrics.observe_request(request.url.path, response.status_code, time.perf_counter() - start)
-        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
+        if errors and errors[0]["type"] == "json_invalid":
+            return error(400, f"request body is not valid JSON ({errors[0].get('ctx', {}).get('error', 'unreadable')})")
         # a document is a string or an object: report what was wrong inside the branch that fits, not "not a string"
         first = next((e for e in errors if e["type"] not in UNION_MISMATCHES), errors[0])
         field = ".".join(str(p) for p in first["loc"] if p != "body" and p not in UNION_BRANCHES and "[" not in str(p))
@@ -199,8 +193,8 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
     async def refused(request: Request, exc: CascadeError) -> JSONResponse:
         return error(400, str(exc))
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException and the router's own 404/405 alike
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"message": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     def authorised(request: Request) -> None:
@@ -213,6 +207,21 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
                                 headers={"WWW-Authenticate": "Bearer"})
 
     auth = [Depends(authorised)]
+    queue = {"size": 0}  # model-bound requests admitted and not yet answered (the event loop's own counter)
+
+    async def admitted():
+        """A bounded queue: past `max_queue` a request is refused at once (503, Retry-After) instead of waiting
+        behind all the others for the model with no bound."""
+        if queue["size"] >= config.max_queue:
+            raise HTTPException(503, f"busy: {queue['size']} requests are waiting for the model (--max-queue "
+                                     f"{config.max_queue}); retry shortly", headers={"Retry-After": "1"})
+        queue["size"] += 1
+        try:
+            yield
+        finally:
+            queue["size"] -= 1
+
+    bounded = [*auth, Depends(admitted)]
 
     if guard_docs:
         from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -240,9 +249,9 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
                                      "index with `cascade index` (atomic), then POST /admin/reload or send SIGHUP")
         return engine
 
-    @app.post("/rerank", dependencies=auth)
-    @app.post("/v1/rerank", dependencies=auth)
-    @app.post("/v2/rerank", dependencies=auth)
+    @app.post("/rerank", dependencies=bounded)
+    @app.post("/v1/rerank", dependencies=bounded)
+    @app.post("/v2/rerank", dependencies=bounded)
     async def rerank(body: RerankRequest) -> dict | list:
         """Score every document against the query; best first. Cohere/Jina request and response shape, on the
         paths Cohere's v1 and v2 SDKs (and LangChain's and LlamaIndex's Cohere rerankers) post to."""
@@ -273,24 +282,48 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
                 "timings_ms": {"rerank": round((time.perf_counter() - start) * 1000, 2)},
                 "meta": {"truncated_documents": truncated, "max_tokens": getattr(reranker, "max_length", None)}}
 
-    @app.post("/search", dependencies=auth)
-    async def search(body: SearchRequest) -> dict:
+    async def with_model(request: Request, work):
+        """`work()` on a worker thread holding the model lock; given up, unrun, if the client goes away while it
+        waits for the lock (under load most of a request's time is that wait)."""
+        gone = threading.Event()
+
+        async def watch() -> None:
+            while not gone.is_set():
+                if await request.is_disconnected():
+                    gone.set()
+                    return
+                await asyncio.sleep(0.1)
+
+        def run():
+            while not batcher.model_lock.acquire(timeout=0.05):
+                if gone.is_set():
+                    metrics.abandoned.inc()
+                    raise HTTPException(499, "client closed the request")
+            try:
+                return work()
+            finally:
+                batcher.model_lock.release()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            return await run_in_threadpool(run)
+        finally:
+            gone.set()
+            watcher.cancel()
+
+    @app.post("/search", dependencies=bounded)
+    async def search(body: SearchRequest, request: Request) -> dict:
         """The full cascade over the served index: the same JSON as `cascade search --json`."""
         engine = served()
         if engine is None:
             raise HTTPException(404, "no index is served: start with `cascade serve INDEX_DIR` to use /search")
         settings = search_settings(body)
-
-        def run():
-            with batcher.model_lock:
-                return engine.search(body.query, settings)
-
-        result = await run_in_threadpool(run)
+        result = await with_model(request, lambda: engine.search(body.query, settings))
         metrics.observe_search(result)
         return result.to_dict()  # passage text included: a RAG retriever built on /search needs it
 
-    @app.post("/context", dependencies=auth)
-    async def context(body: ContextRequest) -> dict:
+    @app.post("/context", dependencies=bounded)
+    async def context(body: ContextRequest, request: Request) -> dict:
         """`/search`, then its passages packed for an LLM prompt: deduplicated, adjacent windows merged, numbered
         sources, at most `max_tokens` tokens of the server's `--tokenizer`. Same JSON as `cascade context --json`."""
         engine = served()
@@ -298,13 +331,8 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
             raise HTTPException(404, "no index is served: start with `cascade serve INDEX_DIR` to use /context")
 
         settings = search_settings(body)
-
-        def run():
-            with batcher.model_lock:
-                return engine.context(body.query, max_tokens=body.max_tokens, tokenizer=config.tokenizer,
-                                      settings=settings)
-
-        return (await run_in_threadpool(run)).to_dict()
+        return (await with_model(request, lambda: engine.context(body.query, max_tokens=body.max_tokens,
+                                                                 tokenizer=config.tokenizer, settings=settings))).to_dict()
 
     @app.get("/health")
     async def health() -> dict:
@@ -317,6 +345,14 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
                      if cache is not None else None)
         return {"status": "ok", "model": reranker.model_id,
                 "index": engine.index.manifest["counts"] if engine is not None else None, "cache": reachable}
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        """Readiness, apart from liveness (`/health`): 503 while the queue is full, so a balancer sends traffic
+        elsewhere. Needs no API key, as probes send none."""
+        full = queue["size"] >= config.max_queue
+        return JSONResponse({"ready": not full, "queued": queue["size"], "max_queue": config.max_queue,
+                             "model_busy": batcher.model_lock.locked()}, status_code=503 if full else 200)
 
     @app.get("/metrics", dependencies=auth, response_class=PlainTextResponse)
     async def prometheus() -> PlainTextResponse:

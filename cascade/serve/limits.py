@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Callable
 
 
 class BodyLimits:
     """ASGI middleware: reads the body (refusing past `max_bytes`), checks it is UTF-8, then replays it."""
 
-    def __init__(self, app, max_bytes: int, on_reject: Callable[[str, int, float], None] | None = None):
-        self.app, self.max_bytes, self.on_reject = app, max_bytes, on_reject
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -47,8 +46,6 @@ class BodyLimits:
         return await self.app(scope, replay, send)
 
     async def _reject(self, scope, send, status: int, message: str) -> None:
-        if self.on_reject:
-            self.on_reject(scope["path"], status, 0.0)
         payload = json.dumps({"message": message}).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-ROUTES = {"/rerank", "/v1/rerank", "/v2/rerank", "/search", "/context", "/health", "/metrics", "/admin/reload", "/docs",
-          "/redoc", "/openapi.json"}
+ROUTES = {"/rerank", "/v1/rerank", "/v2/rerank", "/search", "/context", "/health", "/ready", "/metrics", "/admin/reload",
+          "/docs", "/redoc", "/openapi.json"}
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -26,6 +28,8 @@ class Metrics:
         self.cache_misses = Counter("cascade_cache_misses", "Reranker scores computed", registry=r)
         self.degraded = Counter("cascade_degraded_responses", "Searches cut short by their latency budget",
                                 registry=r)
+        self.abandoned = Counter("cascade_abandoned_requests", "Requests given up unrun: the client left while they "
+                                 "waited for the model", registry=r)
         self.in_flight = Gauge("cascade_requests_in_flight", "Requests being served now, by route", ["route"],
                                registry=r)
         self.content_type = CONTENT_TYPE_LATEST
@@ -56,3 +60,30 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class Counted:
+    """ASGI middleware: every request counted by route and status, timed, and gauged while in flight. Plain
+    ASGI rather than Starlette's BaseHTTPMiddleware, which hides a client's disconnect from the routes (they
+    could not give up work for a client that has gone)."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [500]
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        in_flight = self.metrics.in_flight.labels(self.metrics.route(scope["path"]))
+        in_flight.inc()
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            in_flight.dec()
+            self.metrics.observe_request(scope["path"], status[0], time.perf_counter() - start)
