@@ -19,6 +19,21 @@ def test_blended_scores_by_hand():
     assert np.argsort(-blended_scores(scores, np.array([1, 2, 3]), 0.0)).tolist() == [1, 2, 0]
 
 
+def test_symmetric_ties_go_where_asked_and_nothing_else_moves():
+    swapped = np.array([0.2, 0.9])  # first-stage ranks 1, 2; the reranker prefers the second: an exact tie at beta 1
+    order = {ties: np.argsort(-blended_scores(swapped, np.array([1, 2]), 1.0, ties=ties), kind="stable").tolist()
+             for ties in ("first", "reranker")}
+    assert order == {"first": [0, 1], "reranker": [1, 0]}
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # apart from exact ties the two orders agree
+        scores, ranks = rng.normal(size=30), np.arange(1, 31)
+        plain = blended_scores(scores, ranks, 1.0, ties="first").astype(np.float64)
+        tied = blended_scores(scores, ranks, 1.0)
+        np.testing.assert_allclose(tied, plain, atol=1e-9)
+        a, b = np.argsort(-plain, kind="stable"), np.argsort(-tied, kind="stable")
+        assert all(plain[i] == plain[j] for i, j in zip(a, b))  # where they differ, the scores were equal
+
+
 @pytest.mark.parametrize("bad", [-0.5, float("inf"), float("nan"), "1", True])
 def test_bad_blend_weights_are_refused(bad):
     with pytest.raises(CascadeError, match="blend must be"):

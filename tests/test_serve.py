@@ -116,6 +116,16 @@ def test_over_long_documents_are_truncated_and_reported(ce, small_index):
     assert body["meta"]["truncated_documents"] == [1] and body["meta"]["max_tokens"] == ce.max_length
 
 
+def test_document_and_id_lengths_are_bounded_by_name(ce):
+    with make_client(ce, max_body_bytes=4 * 2**20) as c:
+        for doc, field in (("x" * 1_000_001, "documents.0"), ({"text": "x" * 1_000_001}, "documents.0.text"),
+                           ({"id": "i" * 1001, "text": "ok"}, "documents.0.id")):
+            r = c.post("/rerank", json={"query": "q", "documents": [doc]})
+            assert r.status_code == 422 and r.json()["field"] == field, r.text
+            assert "characters long; at most" in r.json()["message"]
+        assert c.post("/rerank", json={"query": "q", "documents": ["x" * 1_000_000]}).status_code == 200
+
+
 @pytest.mark.parametrize("payload, status, field, words", [
     ({"query": "  ", "documents": ["a"]}, 422, "query", "query is empty"),
     ({"query": "q", "documents": []}, 422, "documents", "at least 1"),

@@ -77,12 +77,25 @@ def _non_empty(query: str) -> str:
     return query
 
 
-Text = Annotated[str, AfterValidator(_unicode)]  # every string a client sends
+MAX_DOCUMENT_CHARS = 1_000_000  # a document far past what any reranker reads (texts are cut before tokenising)
+MAX_ID_CHARS = 1_000
+
+
+def _at_most(limit: int):
+    def check(text: str) -> str:
+        if len(text) > limit:
+            raise ValueError(f"{len(text)} characters long; at most {limit}")
+        return text
+
+    return AfterValidator(check)
+
+
+Text = Annotated[str, AfterValidator(_unicode), _at_most(MAX_DOCUMENT_CHARS)]  # every document a client sends
 Query = Annotated[str, AfterValidator(_unicode), AfterValidator(_non_empty)]  # every route that takes a query
 
 
 class Document(BaseModel):
-    id: Text | None = None
+    id: Annotated[str, AfterValidator(_unicode), _at_most(MAX_ID_CHARS)] | None = None
     text: Text
 
 

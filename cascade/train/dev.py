@@ -18,7 +18,7 @@ from cascade.rerank.cross_encoder import CrossEncoder
 from cascade.settings import DEFAULT_BLEND
 from cascade.train.data import DevQuery
 
-VIEWS = ("first_stage", "alone", "blended")
+VIEWS = ("first_stage", "alone", "blended", "blended_ties_first")
 
 
 def query_ndcg(q: DevQuery, scores: np.ndarray) -> float:
@@ -44,6 +44,7 @@ def dev_report(scorer: CrossEncoder | None, dev: Sequence[DevQuery], blend: floa
         row["first_stage"] += query_ndcg(q, first)
         row["alone"] += query_ndcg(q, scores)
         row["blended"] += query_ndcg(q, blended_scores(np.asarray(scores), ranks, blend))
+        row["blended_ties_first"] += query_ndcg(q, blended_scores(np.asarray(scores), ranks, blend, ties="first"))
         counts[q.source] += 1
     return {s: {v: total / counts[s] for v, total in row.items()} for s, row in sums.items()}
 
