@@ -347,37 +347,79 @@ def test_a_full_queue_answers_503_at_once_and_ready_says_so(ce, small_index):
     assert idle.status_code == 200 and idle.json()["queued"] == 0
 
 
+class LiveServer:
+    """The app on a real uvicorn server in this process (so a test can hold its model lock)."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.app = app
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.05)
+        self.base = f"http://127.0.0.1:{self.server.config.port}"
+
+    def hang_up_on(self, path: str, body: dict, after_s: float) -> None:
+        """Send a request on a raw socket and close it after `after_s`, unanswered."""
+        import socket
+
+        data = json.dumps(body).encode()
+        with socket.create_connection(("127.0.0.1", self.server.config.port)) as s:
+            s.sendall(f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                      f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+            time.sleep(after_s)
+
+    def abandoned(self, at_least: int, wait_s: float = 10) -> float:
+        counter, deadline = self.app.state.metrics.abandoned, time.time() + wait_s
+        while counter._value.get() < at_least and time.time() < deadline:
+            time.sleep(0.05)
+        return counter._value.get()
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.app.state.batcher.close()
+
+
 def test_a_request_whose_client_left_while_it_waited_is_never_run(ce, small_index):
-    import socket
-
-    import uvicorn
-
-    app = create_app(ce, Cascade.load(small_index, reranker=ce), ServeConfig(index=small_index))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    lock, abandoned = app.state.batcher.model_lock, app.state.metrics.abandoned
-    body = json.dumps({"query": QUERY}).encode()
+    live = LiveServer(create_app(ce, Cascade.load(small_index, reranker=ce), ServeConfig(index=small_index)))
+    lock = live.app.state.batcher.model_lock
     try:
         lock.acquire()  # the model is busy: the search waits
-        with socket.create_connection(("127.0.0.1", server.config.port)) as s:
-            s.sendall(b"POST /search HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-            time.sleep(0.5)
+        live.hang_up_on("/search", {"query": QUERY}, after_s=0.5)
         time.sleep(0.5)  # the client has gone while the search still waits
         lock.release()
-        deadline = time.time() + 10
-        while abandoned._value.get() < 1 and time.time() < deadline:
-            time.sleep(0.05)
-        assert abandoned._value.get() == 1
-        r = httpx.post(f"http://127.0.0.1:{server.config.port}/search", json={"query": QUERY}, timeout=60)
-        assert r.status_code == 200 and abandoned._value.get() == 1  # a client that stays is served
+        assert live.abandoned(1) == 1
+        r = httpx.post(live.base + "/search", json={"query": QUERY}, timeout=60)
+        assert r.status_code == 200 and live.abandoned(1) == 1  # a client that stays is served
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        app.state.batcher.close()
+        live.stop()
+
+
+def test_reranking_for_a_client_that_left_stops_at_the_next_batch(tiny_ce):
+    class Sleepy(CrossEncoder):
+        """The real tiny model, 0.3 s a batch: slow enough to hang up in the middle."""
+
+        batches = 0
+
+        def score(self, encoded, batch):
+            time.sleep(0.3)
+            Sleepy.batches += 1
+            return super().score(encoded, batch)
+
+    model = Sleepy(str(tiny_ce), warm_up=False)
+    engine = Cascade.build(DOCS, reranker=model, cache=None)
+    live = LiveServer(create_app(model, engine, ServeConfig()))
+    try:
+        live.hang_up_on("/search", {"query": QUERY, "retrieve": 6, "rerank_depth": 6, "batch_size": 1,
+                                    "budget_ms": None}, after_s=0.7)
+        assert live.abandoned(1) == 1
+        time.sleep(0.5)
+        assert 1 <= Sleepy.batches < 6  # stopped part-way, not scored to the end for nobody
+    finally:
+        live.stop()
 
 
 def test_health_metrics_and_docs(client):
@@ -569,3 +611,19 @@ def test_sigterm_finishes_in_flight_requests():
 def test_public_bind_without_key_warns(tiny_ce):
     server = Server("--host", "0.0.0.0", "--reranker", str(tiny_ce), env={"CASCADE_API_KEY": ""})
     assert "serving on 0.0.0.0 without --api-key" in server.stop()
+
+
+def test_max_connections_bounds_what_idle_clients_can_hold(tiny_ce):
+    import socket
+
+    server = Server("--reranker", str(tiny_ce), "--max-connections", "3")
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]  # slow clients, no request
+    try:
+        time.sleep(0.5)
+        assert httpx.get(server.base + "/health", timeout=10).status_code == 503
+    finally:
+        for s in idle:
+            s.close()
+    time.sleep(0.5)
+    assert httpx.get(server.base + "/health", timeout=10).status_code == 200
+    server.stop()

@@ -347,7 +347,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     print(f"cascade: serving {choice.reranker.model_id}"
           f"{f' and {args.index}' if args.index else ''} on http://{args.host}:{args.port} (docs at /docs)",
           flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=args.drain_s)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=args.drain_s,
+                limit_concurrency=args.max_connections)
 
 
 def cmd_distill(args: argparse.Namespace) -> None:

@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-queue", type=positive, default=64, metavar="N",
                    help="model-bound requests (waiting or running) past which new ones get 503 with Retry-After "
                         "instead of waiting without bound; /ready reports it (default 64)")
+    v.add_argument("--max-connections", type=positive, default=None, metavar="N",
+                   help="open connections past which uvicorn answers 503 at once: bounds what slow or idle clients "
+                        "can hold (default: no limit; behind a reverse proxy, let it set read timeouts)")
     v.add_argument("--drain-s", type=positive, default=30, metavar="S",
                    help="on SIGTERM, how long in-flight requests may take to finish before exit (default 30)")
     v.add_argument("--no-verify", action="store_true",

@@ -4,14 +4,16 @@ A cross-encoder's time is close to linear in padded tokens at the lengths rerank
 one number, milliseconds per padded token (a moving average over measured batches), predicts any
 batch. Candidates are scored in first-stage order, batch by batch, so stopping early still leaves
 the best-ranked ones reranked; a batch whose predicted time would overrun the deadline is not
-started, which bounds any overrun by one batch's misprediction.
+started, which bounds any overrun by one batch's misprediction. A server whose client has gone stops the
+work at the next batch too (`GONE`, `Abandoned`).
 """
 
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -24,6 +26,20 @@ if TYPE_CHECKING:
 def now() -> float:
     """The budget's clock in seconds (module-level so tests can swap in a fake one)."""
     return time.perf_counter()
+
+
+class Abandoned(Exception):
+    """Whoever asked for this reranking has gone (a server's client hung up): stop at the next batch."""
+
+
+GONE: ContextVar[Callable[[], bool] | None] = ContextVar("cascade_gone", default=None)  # set by a server
+
+
+def check_gone() -> None:
+    """Raise Abandoned if the caller set a `GONE` check in this context and it says the requester left."""
+    gone = GONE.get()
+    if gone is not None and gone():
+        raise Abandoned
 
 
 @dataclass
@@ -79,6 +95,7 @@ def score_within(reranker: "Reranker", encoded: "Encoded", batch_size: int,
     if deadline is None:
         scores = np.zeros(n, dtype=np.float32)
         for batch in length_sorted_batches(encoded.lengths, batch_size):
+            check_gone()
             scores[batch] = reranker.timed_score(encoded, batch)
         return scores, n
     planned = plan_depth(encoded.lengths, batch_size, reranker.cost, (deadline - now()) * 1000)
@@ -87,5 +104,6 @@ def score_within(reranker: "Reranker", encoded: "Encoded", batch_size: int,
         need_s = reranker.cost.predict(padded_tokens(encoded.lengths, batch)) / 1000
         if now() + need_s > deadline:
             break
+        check_gone()
         parts.append(reranker.timed_score(encoded, batch))
     return (np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)), planned

@@ -35,6 +35,7 @@ from cascade._version import __version__
 from cascade.errors import CascadeError
 from cascade.index import Index
 from cascade.pipeline import MAX_QUERY_CHARS, Cascade
+from cascade.rerank import budget
 from cascade.rerank.base import Reranker
 from cascade.rerank.factory import RerankerChoice
 from cascade.rerank.pairs import WORD_CAP, cut
@@ -296,8 +297,8 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
                 "meta": {"truncated_documents": truncated, "max_tokens": getattr(reranker, "max_length", None)}}
 
     async def with_model(request: Request, work):
-        """`work()` on a worker thread holding the model lock; given up, unrun, if the client goes away while it
-        waits for the lock (under load most of a request's time is that wait)."""
+        """`work()` on a worker thread holding the model lock; given up if the client goes away: unrun while it
+        waits for the lock (under load most of a request's time is that wait), or at reranking's next batch."""
         gone = threading.Event()
 
         async def watch() -> None:
@@ -312,9 +313,14 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
                 if gone.is_set():
                     metrics.abandoned.inc()
                     raise HTTPException(499, "client closed the request")
+            token = budget.GONE.set(gone.is_set)  # reranking stops at its next batch once the client has gone
             try:
                 return work()
+            except budget.Abandoned:
+                metrics.abandoned.inc()
+                raise HTTPException(499, "client closed the request") from None
             finally:
+                budget.GONE.reset(token)
                 batcher.model_lock.release()
 
         watcher = asyncio.create_task(watch())

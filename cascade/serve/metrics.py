@@ -28,8 +28,8 @@ class Metrics:
         self.cache_misses = Counter("cascade_cache_misses", "Reranker scores computed", registry=r)
         self.degraded = Counter("cascade_degraded_responses", "Searches cut short by their latency budget",
                                 registry=r)
-        self.abandoned = Counter("cascade_abandoned_requests", "Requests given up unrun: the client left while they "
-                                 "waited for the model", registry=r)
+        self.abandoned = Counter("cascade_abandoned_requests", "Requests given up because the client left: before "
+                                 "the model was free, or between reranking batches", registry=r)
         self.in_flight = Gauge("cascade_requests_in_flight", "Requests being served now, by route", ["route"],
                                registry=r)
         self.content_type = CONTENT_TYPE_LATEST
