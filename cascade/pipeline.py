@@ -121,10 +121,22 @@ class Cascade:
               ann_params: dict | None = None, runner: Runner | None = None) -> "Cascade":
         """Index `docs` into `path` atomically (updating an existing index incrementally; None: a temporary one).
 
-        `late_interaction`: also store token vectors for late interaction, from this model (True: the
-        bundled bi-encoder); None keeps what the existing index has, False drops them. `shards`, `ann`
-        (auto, flat, hnsw, ivfpq) and `ann_params` as in `Index.build`; None keeps the existing index's.
-        `runner`: where shard work runs (cascade/runners.py; default this process).
+        Args:
+            docs: Documents, {"id", "title"?, "text", ...metadata} dicts, or plain strings, streamed.
+            path: the index folder; an existing index is updated, re-encoding only changed passages.
+            encoder, reranker: model names or folders (defaults: the bundled MiniLM and cascade-reranker).
+            passage_words, overlap, shards, ann, ann_params: `settings.IndexSettings`; None keeps the
+                existing index's value, else the default.
+            late_interaction: also store token vectors, from this model (True: the bundled bi-encoder);
+                None keeps what the existing index has, False drops them.
+            runner: where shard work runs (cascade/runners.py; default this process).
+
+        Returns:
+            The engine over the new index (`build_stats`: documents, passages, encoded, reused, removed).
+
+        Examples:
+            >>> engine = Cascade.build(load_documents("./notes"), "./idx")
+            >>> engine = Cascade.build(["The Moon raises tides.", "Caches cut latency."])  # a temporary index
         """
         documents = as_documents(docs)
         previous = None
@@ -154,9 +166,22 @@ class Cascade:
     @classmethod
     def load(cls, path: str | Path, *, reranker: RerankerSpec = "auto", device: str | None = None,
              cache: CacheSpec = "memory", llm: LLMReranker | None = None, verify: bool = False) -> "Cascade":
-        """Open a saved index. `cache`: "memory" (in-process LRU), "none", or a redis:// URL to share scores.
-        `verify`: re-hash the index's files against their checksums first (a server does, at start).
-        `reranker="auto"` follows the choice `cascade adapt` recorded in the index, if any."""
+        """Open a saved index (memory-mapped: fast at any size).
+
+        Args:
+            path: the index folder `build` or `cascade index` wrote.
+            reranker: a model name or folder, a `Reranker`, None for none; "auto" follows the choice
+                `cascade adapt` recorded in the index, else the bundled model.
+            cache: "memory" (in-process LRU), "none", or a redis:// URL to share scores between processes.
+            llm: an `LLMReranker` for the optional last stage.
+            verify: re-hash the index's files against their checksums first (a server does, at start).
+
+        Returns:
+            The engine; `search`, `context` and `run_stages` take a query.
+
+        Examples:
+            >>> engine = Cascade.load("./idx", cache="redis://localhost:6379/0")
+        """
         index = Index.load(path, verify=verify)
         recorded = recorded_reranker(Path(path)) if reranker == "auto" else None
         if recorded is not None:

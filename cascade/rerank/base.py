@@ -88,11 +88,20 @@ class Reranker(Ranks):
                 convert_to_tensor: bool = False, convert_to_numpy: bool = True, apply_softmax: bool = False):
         """One float32 score per pair, in input order; batches are length-sorted so each pads little.
 
-        As sentence-transformers' CrossEncoder.predict: the model's activation is applied (a sigmoid for a
-        one-logit cross-encoder, so scores lie in [0, 1] and thresholds carry over), `activation_fn` replaces it,
-        `raw_scores=True` returns the raw model scores (logits; what search ranks and caches),
-        `show_progress_bar` is `progress`, `convert_to_tensor` returns a torch tensor. `convert_to_numpy` and
-        `apply_softmax` are accepted and change nothing for a one-score model.
+        Args:
+            pairs: (query, document) texts.
+            batch_size: pairs per model call.
+            raw_scores: the model's raw scores (logits; what search ranks and caches) instead of activated ones.
+            activation_fn: replaces the model's activation (a sigmoid for a one-logit cross-encoder).
+            show_progress_bar, convert_to_tensor, convert_to_numpy, apply_softmax: sentence-transformers'
+                keyword arguments; the last two change nothing for a one-score model.
+
+        Returns:
+            Scores in [0, 1] for a cross-encoder by default, so thresholds carry over from sentence-transformers
+            and Cohere; a torch tensor with `convert_to_tensor`.
+
+        Examples:
+            >>> CrossEncoder("cascade-reranker").predict([("what raises tides?", "The Moon raises tides.")])
         """
         scores = np.zeros(len(pairs), dtype=np.float32)
         if len(pairs):
