@@ -72,9 +72,10 @@ class SearchSettings:
     blend: float = _setting(DEFAULT_BLEND, "order the reranked head by 1/(60 + reranker rank) + B/(60 + "
                                            "first-stage rank) (chosen on dev: it keeps an out-of-domain reranker "
                                            "from undoing recall); 0 = the reranker's raw order and scores", "B", 0.0)
-    budget_ms: float | None = _setting(200.0, "latency budget for the whole search: reranking takes the largest "
-                                              "depth its running cost estimate says fits, stops before a batch that "
-                                              "would overrun, and marks the result degraded; none = no limit",
+    budget_ms: float | None = _setting(200.0, "latency budget from the start of the search: retrieval always runs, "
+                                              "then reranking takes the largest depth its running cost estimate "
+                                              "says fits in what is left, stops before a batch that would overrun, "
+                                              "and marks the result degraded, saying why; none = no limit",
                                        "MS", 0.0)
     batch_size: int = _setting(8, "pairs per cross-encoder call (8 beat 32 on 2 cores: less padding, and a budget "
                                   "stops closer to its limit)", "P", 1, 1024)
