@@ -2,7 +2,8 @@
 
 Each queued step is a dict: {"content": str} answers with that text, {"status": 500} fails with that code,
 {"body": b"..."} sends raw bytes, and {"delay": s} sleeps first. With nothing queued it ranks the prompt's
-passages by how many query words each contains, like a (very small) language model would.
+passages by how many query words each contains, like a (very small) language model would; asked to write a
+question for a passage, it answers "What about <its first five words>?".
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PASSAGE = re.compile(r"^\[(\d+)\] (.*)$", re.M)
 QUERY = re.compile(r"^Search query: (.*)$", re.M)
+
+
+def question_for(prompt: str) -> str:
+    """A writer's answer: a question made of the passage's first five words (deterministic, easy to check)."""
+    passage = prompt.split("Passage: ", 1)[1].split()
+    return f"What about {' '.join(passage[:5])}?"
 
 
 def keyword_ranking(prompt: str) -> str:
@@ -45,7 +52,8 @@ class ScriptedLLM:
                     self.end_headers()
                     return
                 prompt = body["messages"][-1]["content"]
-                content = step.get("content", keyword_ranking(prompt))
+                answer = question_for if "Passage: " in prompt else keyword_ranking
+                content = step.get("content", answer(prompt))
                 payload = step.get("body") or json.dumps({
                     "choices": [{"message": {"role": "assistant", "content": content}}],
                     "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(content.split())},

@@ -57,8 +57,37 @@ def test_pseudo_queries_are_deterministic_one_per_document_and_of_every_kind(pas
             assert q.positive == source.content and len(q.query.split()) == 4
             assert set(q.query.split()) <= set(words(source.content))
     assert {q.kind for q in pseudo_queries(passages, 10, kinds=("keywords",))} == {"keywords"}
-    with pytest.raises(ValueError, match="unknown pseudo-query kind"):
+    with pytest.raises(CascadeError, match="unknown pseudo-query kind"):
         pseudo_queries(passages, 5, kinds=("questions",))
+    with pytest.raises(CascadeError, match="needs an LLM endpoint"):
+        pseudo_queries(passages, 5, kinds=("llm",))
+
+
+def test_an_llm_writes_pseudo_queries_through_the_openai_client(passages, slice_dir, tmp_path):
+    """InPars-style questions from a real OpenAI-compatible server on loopback (tests/llm_server.py)."""
+    from cascade.rerank.llm import LLMReranker
+    from cascade.train.pseudo import WRITER
+    from tests.llm_server import ScriptedLLM
+
+    server = ScriptedLLM()
+    try:
+        client = LLMReranker(server.url, "writer")
+        made = pseudo_queries(passages, 6, kinds=("llm",), ask=lambda prompt: client.complete(prompt, WRITER))
+        assert len(made) == 6 and {q.kind for q in made} == {"llm"}
+        for q in made:
+            source = next(p for p in passages if p.doc_id == q.doc_id and p.content == q.positive)
+            assert q.query == f"What about {' '.join(source.content.split()[:5])}?"
+        assert server.requests[0]["body"]["messages"][0]["content"] == WRITER
+        # a failing endpoint or a non-question answer: that passage gets a kind that needs none instead
+        server.script = [{"status": 500}] * 3 + [{"content": "ok"}]
+        fallback = pseudo_queries(passages, 2, kinds=("llm", "keywords"), ask=lambda p: client.complete(p, WRITER))
+        assert [q.kind for q in fallback][:1] == ["keywords"]
+        data = prepare([slice_dir], TrainConfig(out=str(tmp_path), labels=False, pseudo_queries=30,
+                                                llm_url=server.url, llm_model="writer"), progress=False)
+        written = [ex for ex in data.examples if ex.qid.startswith("llm:")]  # --llm-url adds the kind
+        assert written and all(ex.query.startswith("What about ") for ex in written)
+    finally:
+        server.stop()
 
 
 def test_flip_claim_reverses_directions_and_negations():

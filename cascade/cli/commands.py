@@ -366,7 +366,7 @@ def cmd_adapt(args: argparse.Namespace) -> None:
     from cascade.train.adapt import adapt, adapt_config
 
     changes = {k: getattr(args, k) for k in ("pseudo_queries", "max_steps", "lr", "batch_queries", "eval_every",
-                                              "max_length", "seed", "resume", "device")}
+                                              "max_length", "seed", "resume", "device", "llm_url", "llm_model")}
     if args.base:
         changes["base"] = resolve(args.base)
     config = adapt_config(args.out, **changes, command=shlex.join(["cascade", *args.argv]))

@@ -205,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--base", default=None, help="the reranker to start from (default: the bundled cascade-reranker)")
     a.add_argument("--pseudo-queries", type=positive, default=2000, metavar="N",
                    help="pseudo-queries to make, 10%% held out to judge (2000)")
+    add_writer_options(a)
     a.add_argument("--max-steps", type=positive, default=300, help="training steps (300)")
     a.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (2e-5: adapt, do not relearn)")
     a.add_argument("--batch-queries", type=positive, default=8, help="queries per step (8)")
@@ -267,7 +268,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
                         "salient sentences (inverse cloze) and keywords, kept when the first stage finds their "
                         "source, with hard and contrast negatives (0: none)")
     p.add_argument("--pseudo-kinds", type=pseudo_kinds, default=("title", "cloze", "keywords"), metavar="KINDS",
-                   help="comma-separated kinds of pseudo-query (title,cloze,keywords)")
+                   help="comma-separated kinds of pseudo-query (title,cloze,keywords; llm with --llm-url)")
+    add_writer_options(p)
     p.add_argument("--pseudo-keep-top", type=positive, default=20, metavar="N",
                    help="keep a pseudo-query only if the first stage ranks its source in its top N (20)")
     p.add_argument("--pseudo-skip-top", type=non_negative, default=3, metavar="N",
@@ -352,6 +354,13 @@ def add_json_flag(p: argparse.ArgumentParser) -> None:
     """`--json` means one thing on every command that prints a result: that result as one JSON object on
     stdout, instead of text (progress and notes go to stderr)."""
     p.add_argument("--json", action="store_true", help="print the result as one JSON object instead of text")
+
+
+def add_writer_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--llm-url", default=None, metavar="URL",
+                   help="an OpenAI-compatible endpoint that also writes pseudo-queries, one question per passage "
+                        "(InPars style; kind llm), e.g. http://localhost:8000/v1")
+    p.add_argument("--llm-model", default=None, metavar="NAME", help="model name the endpoint serves")
 
 
 def add_llm_options(p: argparse.ArgumentParser) -> None:

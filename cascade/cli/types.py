@@ -56,13 +56,13 @@ def source_weight(text: str) -> tuple[str, float]:
 
 
 def pseudo_kinds(text: str) -> tuple[str, ...]:
-    from cascade.train.pseudo import KINDS
+    from cascade.train.pseudo import ALL_KINDS
 
     kinds = tuple(dict.fromkeys(k.strip() for k in text.split(",") if k.strip()))
-    unknown = [k for k in kinds if k not in KINDS]
+    unknown = [k for k in kinds if k not in ALL_KINDS]
     if unknown or not kinds:
         raise argparse.ArgumentTypeError(f"unknown kind(s) {', '.join(unknown) or '(none)'}; choose from "
-                                         f"{', '.join(KINDS)}")
+                                         f"{', '.join(ALL_KINDS)}")
     return kinds
 
 

@@ -145,9 +145,17 @@ class LLMReranker(Ranks):
                   "e.g. [2] > [1] > [3]. Answer with the ranking only."]
         return "\n".join(lines)
 
-    def _chat(self, prompt: str, result: LLMRanking) -> str:
+    def complete(self, prompt: str, system: str) -> str | None:
+        """One answer to `prompt` (reasoning blocks dropped), or None when the endpoint fails after its retries:
+        the same client, retries and timeout as ranking, for other jobs (e.g. writing pseudo-queries)."""
+        try:
+            return THINKING.sub("", self._chat(prompt, LLMRanking(order=np.arange(0)), system)).strip()
+        except LLMCallError:
+            return None
+
+    def _chat(self, prompt: str, result: LLMRanking, system: str = SYSTEM) -> str:
         body = {"model": self.model_id, "temperature": 0,
-                "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
+                "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
                 **({"max_tokens": self.max_tokens} if self.max_tokens else {})}
         headers = {"content-type": "application/json"}
         key = os.environ.get(self.api_key_env)

@@ -49,8 +49,10 @@ def distilled(config: TrainConfig) -> str:
 def pseudo(config: TrainConfig) -> str:
     if not config.pseudo_queries:
         return ""
+    kinds = [*config.pseudo_kinds, *(["llm"] if config.llm_url and "llm" not in config.pseudo_kinds else [])]
+    writer = f" (llm: questions written by `{config.llm_model}`)" if config.llm_url else ""
     return (f"\nPseudo-queries (no labels read): up to {config.pseudo_queries} per corpus, kinds "
-            f"{', '.join(config.pseudo_kinds)}, kept when the first stage ranks their source in its top "
+            f"{', '.join(kinds)}{writer}, kept when the first stage ranks their source in its top "
             f"{config.pseudo_keep_top}; their hard negatives start below its top {config.pseudo_skip_top}, plus the "
             "source passage with its claim flipped where the query states a direction.\n")
 

@@ -35,6 +35,8 @@ class TrainConfig:
     labels: bool = True  # False: read no qrels at all; train and select on pseudo-queries (label-free adaptation)
     pseudo_queries: int = 0  # per dataset: pseudo-queries made from its corpus (cascade/train/pseudo.py)
     pseudo_kinds: tuple[str, ...] = KINDS
+    llm_url: str | None = None  # an OpenAI-compatible endpoint that writes pseudo-queries (kind "llm", added when set)
+    llm_model: str | None = None
     pseudo_keep_top: int = 20  # consistency filter: the source must be in the first stage's top N
     pseudo_skip_top: int = 3  # hard negatives for pseudo-queries start below the first stage's top N
     source_weights: dict[str, float] = field(default_factory=dict)  # per source ("scifact", "pseudo:scifact"): 1.0

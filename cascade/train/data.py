@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from cascade.errors import CascadeError
 from cascade.pipeline import Cascade
-from cascade.train.pseudo import KINDS, filtered, pseudo_queries
+from cascade.train.pseudo import KINDS, Ask, filtered, pseudo_queries
 
 
 @dataclass
@@ -102,11 +102,12 @@ def dev_queries(cascade: Cascade, queries: dict[str, str], qrels: dict[str, dict
 
 def pseudo_examples(cascade: Cascade, count: int, kinds: tuple[str, ...] = KINDS, depth: int = 30,
                     keep_top: int = 20, skip_top: int = 3, max_negatives: int | None = None, seed: int = 13,
-                    progress: bool = True, source: str = "") -> list[Example]:
+                    progress: bool = True, source: str = "", ask: Ask | None = None) -> list[Example]:
     """Examples from `count` pseudo-queries over the index's own passages (no labels read), consistency-
-    filtered by the first stage, which also supplies their hard negatives (pseudo.py says how)."""
+    filtered by the first stage, which also supplies their hard negatives (pseudo.py says how). `ask`: the
+    LLM that writes the `llm` kind."""
     passages = cascade.index.passages
-    made = pseudo_queries(passages, count, kinds, seed)
+    made = pseudo_queries(passages, count, kinds, seed, ask)
     kept = filtered(made, passages, lambda q: candidates(cascade, q, depth), keep_top, skip_top, progress)
     return [Example(f"{pq.kind}:{pq.doc_id}", pq.query, [pq.positive], negatives[:max_negatives], source=source)
             for pq, negatives in kept]

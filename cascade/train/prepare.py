@@ -16,8 +16,10 @@ from cascade.errors import CascadeError
 from cascade.evaluate.beir import load_split
 from cascade.evaluate.runner import open_cascade
 from cascade.pipeline import Cascade
+from cascade.rerank.llm import LLMReranker
 from cascade.train.config import TrainConfig, TrainData
 from cascade.train.data import DevQuery, Example, candidates, dev_queries, hold_out, mine, pseudo_examples
+from cascade.train.pseudo import WRITER
 
 
 def prepare(datasets: Sequence[str | Path], config: TrainConfig, progress: bool = True,
@@ -64,9 +66,13 @@ def labelled(path: Path, cascade: Cascade, config: TrainConfig, progress: bool,
 
 
 def pseudo_for(cascade: Cascade, config: TrainConfig, name: str, progress: bool) -> list[Example]:
-    return pseudo_examples(cascade, config.pseudo_queries, tuple(config.pseudo_kinds), config.mine_depth,
-                           config.pseudo_keep_top, config.pseudo_skip_top, config.max_negatives, config.seed,
-                           progress, f"pseudo:{name}")
+    kinds, ask = tuple(config.pseudo_kinds), None
+    if config.llm_url:  # an endpoint given: its questions join the kinds that need none
+        client = LLMReranker(config.llm_url, config.llm_model or "")
+        kinds, ask = tuple(dict.fromkeys((*kinds, "llm"))), lambda prompt: client.complete(prompt, WRITER)
+    return pseudo_examples(cascade, config.pseudo_queries, kinds, config.mine_depth, config.pseudo_keep_top,
+                           config.pseudo_skip_top, config.max_negatives, config.seed, progress, f"pseudo:{name}",
+                           ask)
 
 
 def label_free(cascade: Cascade, config: TrainConfig, name: str, progress: bool = True) -> TrainData:

@@ -1,11 +1,13 @@
 """Pseudo-queries from any corpus, without labels: the raw material of a reranker that learns relevance.
 
-Three kinds, each a question a reader could ask of one passage:
+Three kinds, each a question a reader could ask of one passage, and a fourth when an LLM endpoint is given:
 - `title`: a document's title asks for its body (the title is taken out of the passage, or the pair is a
   string match);
 - `cloze`: the passage's most salient sentence asks for the rest of the passage (inverse cloze: the
   sentence is removed, so the model must recognise the topic, not the words);
-- `keywords`: the passage's highest tf-idf terms, the short keyword queries users type.
+- `keywords`: the passage's highest tf-idf terms, the short keyword queries users type;
+- `llm`: a question an LLM writes for the passage (InPars/Promptagator style), through the same
+  OpenAI-compatible client as the LLM stage (`--llm-url`, `--llm-model`).
 
 Each is kept only if our own first stage ranks its source document in its top `keep_top` (consistency
 filtering, as in GPL and InPars: a query the retriever cannot connect to its source is usually a bad
@@ -26,8 +28,14 @@ from typing import Callable, Sequence
 from tqdm.auto import tqdm
 
 from cascade.documents import Passage
+from cascade.errors import CascadeError
 
-KINDS = ("title", "cloze", "keywords")
+KINDS = ("title", "cloze", "keywords")  # what needs no endpoint: the default
+ALL_KINDS = (*KINDS, "llm")
+ASK = ("Write one question that a person could ask a search engine and that the passage below answers. Answer "
+       "with the question only.\n\nPassage: {passage}")
+WRITER = "You write realistic search questions for passages."
+Ask = Callable[[str], "str | None"]  # a prompt in, an answer (or None on failure) out: LLMReranker.complete
 WORD = re.compile(r"[A-Za-z][A-Za-z\-]+")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])")
 STOPWORDS = frozenset("""a an and are as at be been being but by can could did do does for from had has have he
@@ -121,17 +129,30 @@ def keyword_query(p: Passage, df: Counter, n: int, k: int = 4) -> PseudoQuery | 
                        False)
 
 
+def llm_query(p: Passage, ask: Ask, max_words: int = 200) -> PseudoQuery | None:
+    """The LLM's question for the passage: its first line, 3-40 words; None when the endpoint fails or
+    answers with something that is not a short question."""
+    answer = ask(ASK.format(passage=" ".join(p.content.split()[:max_words])))
+    question = (answer or "").strip().splitlines()[0].strip().strip('"').strip() if (answer or "").strip() else ""
+    if not 3 <= len(question.split()) <= 40:
+        return None
+    return PseudoQuery("llm", question, p.doc_id, p.content, False)
+
+
 MAKERS: dict[str, Callable[..., PseudoQuery | None]] = {"title": title_query, "cloze": cloze_query,
                                                         "keywords": keyword_query}
 
 
 def pseudo_queries(passages: Sequence[Passage], count: int, kinds: Sequence[str] = KINDS,
-                   seed: int = 13) -> list[PseudoQuery]:
+                   seed: int = 13, ask: Ask | None = None) -> list[PseudoQuery]:
     """Up to `count` pseudo-queries, the kinds in turn, from distinct documents drawn in a seeded order
-    (deterministic: the same corpus, count and seed give the same queries)."""
-    unknown = [k for k in kinds if k not in MAKERS]
+    (deterministic: the same corpus, count and seed give the same queries, and the same LLM answers)."""
+    unknown = [k for k in kinds if k not in ALL_KINDS]
     if unknown or not kinds:
-        raise ValueError(f"unknown pseudo-query kind(s) {unknown or '(none)'}; choose from {', '.join(KINDS)}")
+        raise CascadeError(f"unknown pseudo-query kind(s) {unknown or '(none)'}; choose from {', '.join(ALL_KINDS)}")
+    if "llm" in kinds and ask is None:
+        raise CascadeError("the llm pseudo-query kind needs an LLM endpoint: give --llm-url and --llm-model")
+    makers = {**MAKERS, "llm": lambda p, df, n: llm_query(p, ask)}
     df, n = document_frequencies(passages)
     order = list(range(len(passages)))
     random.Random(seed).shuffle(order)
@@ -143,7 +164,7 @@ def pseudo_queries(passages: Sequence[Passage], count: int, kinds: Sequence[str]
         if p.doc_id in used:
             continue
         for attempt in range(len(kinds)):  # this kind, or the next one this passage can make
-            made = MAKERS[kinds[(turn + attempt) % len(kinds)]](p, df, n)
+            made = makers[kinds[(turn + attempt) % len(kinds)]](p, df, n)
             if made is not None:
                 out.append(made)
                 used.add(p.doc_id)
