@@ -191,6 +191,24 @@ def test_checksums_catch_same_size_damage_and_a_rebuild_starts_over(copy_of_inde
     assert main(["verify", str(copy_of_index)]) == 0
 
 
+def test_any_same_size_change_to_any_index_file_is_refused_by_name(copy_of_index):
+    """The silent corruptions the stress test found (NaN vectors, edited passage text, NaN BM25 scores...) are
+    all same-size byte changes: whichever file gets one, verification names it."""
+    from cascade.index import verify_checksums
+
+    data = copy_of_index / _manifest(copy_of_index)["data"]
+    names = sorted(_manifest(copy_of_index)["files"])
+    assert len(names) >= 8 and any("dense" in n for n in names) and any("bm25" in n for n in names)
+    for name in names:
+        if (data / name).stat().st_size == 0:
+            continue
+        _flip_one_byte(data / name)
+        with pytest.raises(CascadeError, match=f"{name} changed since it was built"):
+            verify_checksums(copy_of_index)
+        _flip_one_byte(data / name)  # the same flip undoes it
+    assert verify_checksums(copy_of_index) > 0
+
+
 def test_an_index_without_checksums_says_so(copy_of_index, capsys):
     _write_manifest(copy_of_index, {k: v for k, v in _manifest(copy_of_index).items() if k != "sha256"})
     Cascade.load(copy_of_index, reranker=None, verify=True)  # old indexes still load
