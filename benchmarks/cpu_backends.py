@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from _common import DATA, machine, publish
-from rerank_latency import ndcg_of
+from rerank_latency import ndcg_of, timed_calls
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -89,12 +88,7 @@ def main() -> None:
             .reshape(-1)
         rows, reference = [], None
         for name, run in runners.items():
-            run(batches[0])  # warm-up
-            ms, scores = [], []
-            for b in batches:
-                start = time.perf_counter()
-                scores.append(np.asarray(run(b), dtype=np.float32))
-                ms.append((time.perf_counter() - start) * 1000)
+            ms, scores = timed_calls(run, batches)
             reference = reference or scores
             drift = max(float(np.abs(s - r).max()) for s, r in zip(scores, reference))
             row = {"backend": name, "p50_ms": round(float(np.percentile(ms, 50)), 1),

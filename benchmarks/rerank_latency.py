@@ -61,16 +61,22 @@ def ndcg_of(cascade, split, qids, candidates, head_scores) -> float:
     return mean(per_query(run, {q: split.qrels[q] for q in qids}, ["ndcg@10"])["ndcg@10"])
 
 
+def timed_calls(predict, inputs: list) -> tuple[list[float], list[np.ndarray]]:
+    """(ms per call, float32 scores per call) of `predict` on each input in turn, after one warm-up call."""
+    predict(inputs[0])
+    ms, scores = [], []
+    for one in inputs:
+        start = time.perf_counter()
+        scores.append(np.asarray(predict(one), dtype=np.float32))
+        ms.append((time.perf_counter() - start) * 1000)
+    return ms, scores
+
+
 def time_predict(name, predict, cascade, split, qids, texts, candidates, depth, note="") -> Row:
     """Score the top `depth` candidates of every query with `predict(pairs) -> scores`, one call per query."""
     content = [p.content for p in cascade.index.passages]
     pairs_of = [[(texts[q], content[int(i)]) for i in c[:depth]] for q, c in zip(qids, candidates)]
-    predict(pairs_of[0])  # warm-up
-    ms, scores = [], []
-    for pairs in pairs_of:
-        start = time.perf_counter()
-        scores.append(np.asarray(predict(pairs), dtype=np.float32))
-        ms.append((time.perf_counter() - start) * 1000)
+    ms, scores = timed_calls(predict, pairs_of)
     row = Row(name, depth, ms, sum(len(p) for p in pairs_of), ndcg_of(cascade, split, qids, candidates, scores), note)
     print(json.dumps(row.summary()), flush=True)
     return row

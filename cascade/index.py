@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from cascade._version import __version__
 from cascade.documents import Document, Passage, chunk
 from cascade.errors import CascadeError
-from cascade.fileio import Stamps, atomic_write, exclusive, fsync_dir, fsync_tree, sha256s
+from cascade.fileio import atomic_write, exclusive, fsync_dir, fsync_tree, sha256s
 from cascade.models.bi_encoder import Encoder
 from cascade.models.token_encoder import TokenEncoder
 from cascade.passage_store import Concatenated, PassageStore, split_passages, write_passages
@@ -84,7 +84,6 @@ class Index:
         self.bm25 = BM25FanOut([s.bm25 for s in shards], self.passages.starts)
         self.dense = DenseFanOut([s.dense for s in shards], self.passages.starts)
         self._keep = keep  # a temporary directory that must live as long as this index
-        self.stamps = Stamps(data, manifest.get("files", {}))  # to notice files overwritten in place while served
 
     @classmethod
     def build(cls, docs: Iterable[Document], encoder: Encoder, path: str | Path | None = None, *,

@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cascade._version import __version__
 from cascade.errors import CascadeError
+from cascade.fileio import Stamps
 from cascade.index import Index
 from cascade.pipeline import MAX_QUERY_CHARS, Cascade
 from cascade.rerank import budget
@@ -145,12 +146,17 @@ def error(status: int, message: str, field: str | None = None) -> JSONResponse:
     return JSONResponse({"message": message, **({"field": field} if field else {})}, status_code=status)
 
 
+def watched(engine: Cascade | None) -> Stamps | None:
+    """Stamps of the files the engine's index memory-mapped, taken as it is served (only a server needs them)."""
+    return Stamps(engine.index.data, engine.index.manifest["files"]) if engine is not None else None
+
+
 def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeConfig | None = None) -> FastAPI:
     config = config or ServeConfig()
     metrics = Metrics()
     batcher = Batcher(reranker, window_ms=config.batch_window_ms, max_pairs=config.max_batch_pairs,
                       enabled=config.micro_batching, on_batch=metrics.observe_batch)
-    state = {"engine": engine}
+    state = {"engine": engine, "stamps": watched(engine)}
     health_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cascade-health")
     # fast tokenizers keep truncation settings in shared mutable state: the truncation check gets its own
     # copy, or its untruncated calls could leak into the model thread's truncated ones (a crash past 512)
@@ -164,7 +170,7 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
         index = Index.load(config.index, verify=True)  # re-hashing runs beside searches, not behind the lock
         with batcher.model_lock:
             fresh = Cascade(index, old.encoder, RerankerChoice(reranker), cache=old.cache)
-        state["engine"] = fresh
+        state["engine"], state["stamps"] = fresh, watched(fresh)
         log.warning("reloaded index %s: %d passages", config.index, len(fresh.index.passages))
         return fresh.index.manifest["counts"]
 
@@ -252,11 +258,13 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
         async def redoc():
             return get_redoc_html(openapi_url="/openapi.json", title="Cascade")
 
-    def served() -> Cascade:
-        """The engine, if its index files are still the ones it opened: a file copied over in place (`cp`,
-        `rsync --inplace`) would give wrong results or kill the server with SIGBUS, so refuse instead."""
-        engine = state["engine"]
-        changed = engine.index.stamps.changed() if engine is not None else []
+    def served(route: str) -> Cascade:
+        """The engine, if there is one (404) and its index files are still the ones it opened: a file copied
+        over in place (`cp`, `rsync --inplace`) would give wrong results or kill the server with SIGBUS (503)."""
+        engine, stamps = state["engine"], state["stamps"]
+        if engine is None:
+            raise HTTPException(404, f"no index is served: start with `cascade serve INDEX_DIR` to use {route}")
+        changed = stamps.changed()
         if changed:
             log.error("index files changed on disk while served: %s", ", ".join(changed))
             raise HTTPException(503, f"the served index's files changed on disk ({', '.join(changed)}); update an "
@@ -309,19 +317,19 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
                 await asyncio.sleep(0.1)
 
         def run():
-            while not batcher.model_lock.acquire(timeout=0.05):
-                if gone.is_set():
-                    metrics.abandoned.inc()
-                    raise HTTPException(499, "client closed the request")
-            token = budget.GONE.set(gone.is_set)  # reranking stops at its next batch once the client has gone
             try:
-                return work()
-            except budget.Abandoned:
+                while not batcher.model_lock.acquire(timeout=0.05):
+                    if gone.is_set():
+                        raise budget.Abandoned
+                token = budget.GONE.set(gone.is_set)  # reranking stops at its next batch once the client has gone
+                try:
+                    return work()
+                finally:
+                    budget.GONE.reset(token)
+                    batcher.model_lock.release()
+            except budget.Abandoned:  # while it waited for the model, or between reranking batches
                 metrics.abandoned.inc()
                 raise HTTPException(499, "client closed the request") from None
-            finally:
-                budget.GONE.reset(token)
-                batcher.model_lock.release()
 
         watcher = asyncio.create_task(watch())
         try:
@@ -333,9 +341,7 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
     @app.post("/search", dependencies=bounded)
     async def search(body: SearchRequest, request: Request) -> dict:
         """The full cascade over the served index: the same JSON as `cascade search --json`."""
-        engine = served()
-        if engine is None:
-            raise HTTPException(404, "no index is served: start with `cascade serve INDEX_DIR` to use /search")
+        engine = served("/search")
         settings = search_settings(body)
         result = await with_model(request, lambda: engine.search(body.query, settings))
         metrics.observe_search(result)
@@ -345,9 +351,7 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
     async def context(body: ContextRequest, request: Request) -> dict:
         """`/search`, then its passages packed for an LLM prompt: deduplicated, adjacent windows merged, numbered
         sources, at most `max_tokens` tokens of the server's `--tokenizer`. Same JSON as `cascade context --json`."""
-        engine = served()
-        if engine is None:
-            raise HTTPException(404, "no index is served: start with `cascade serve INDEX_DIR` to use /context")
+        engine = served("/context")
 
         settings = search_settings(body)
         return (await with_model(request, lambda: engine.context(body.query, max_tokens=body.max_tokens,

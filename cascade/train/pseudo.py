@@ -132,8 +132,8 @@ def keyword_query(p: Passage, df: Counter, n: int, k: int = 4) -> PseudoQuery | 
 def llm_query(p: Passage, ask: Ask, max_words: int = 200) -> PseudoQuery | None:
     """The LLM's question for the passage: its first line, 3-40 words; None when the endpoint fails or
     answers with something that is not a short question."""
-    answer = ask(ASK.format(passage=" ".join(p.content.split()[:max_words])))
-    question = (answer or "").strip().splitlines()[0].strip().strip('"').strip() if (answer or "").strip() else ""
+    lines = (ask(ASK.format(passage=" ".join(p.content.split()[:max_words]))) or "").strip().splitlines()
+    question = lines[0].strip().strip('"').strip() if lines else ""
     if not 3 <= len(question.split()) <= 40:
         return None
     return PseudoQuery("llm", question, p.doc_id, p.content, False)
