@@ -5,7 +5,8 @@
 Serves an index of the first --docs SciFact abstracts with the bundled reranker and records, per case, what
 now holds: memory added by the largest requests the limits allow (peak RSS, from /proc), a poisoned request
 among good micro-batched ones, /context cost as `top` grows, /health latency under 64 concurrent searches,
-300 slow-header (slowloris) connections, and overload past --max-queue. Writes
+300 slow-header (slowloris) connections (and how many --read-timeout-s 5 closed with 408), and overload past
+--max-queue. Writes
 benchmarks/results/hostile.{json,md} and the README table.
 """
 
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 from _common import DATA, machine, publish
+
+READ_TIMEOUT_S = 5
 from load import start_server
 
 
@@ -98,8 +101,12 @@ async def cases(base: str, pid: int, texts: list[str], seconds: float) -> dict:
         start = time.perf_counter()
         r = await c.get("/health")
         out["slowloris_300"] = {"health_status": r.status_code, "ms": round((time.perf_counter() - start) * 1000, 1)}
+    closed = 0
     for s in sockets:
+        s.settimeout(READ_TIMEOUT_S + 10)
+        closed += s.recv(64).startswith(b"HTTP/1.1 408 ")
         s.close()
+    out["slowloris_300"]["closed_408"] = closed
     return out
 
 
@@ -128,7 +135,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         Cascade.build(docs, Path(tmp) / "idx", reranker=None)
         report: dict = {"machine": machine(), "docs": len(docs)}
-        proc, base = start_server(Path(tmp) / "idx", True)
+        proc, base = start_server(Path(tmp) / "idx", True, "--read-timeout-s", str(READ_TIMEOUT_S))
         try:
             report["cases"] = asyncio.run(cases(base, proc.pid, texts, args.seconds))
             report["peak_rss_mb"] = round(rss_mb(proc.pid, "VmHWM"))
@@ -164,7 +171,8 @@ def render(r: dict) -> str:
         ("/health while 64 clients search", f"p50 {h['p50_ms']} ms, p99 {h['p99_ms']} ms over {h['probes']} probes; "
          f"searches {h['search_statuses']}"),
         ("/health with 300 slow-header connections open", f"{c['slowloris_300']['health_status']} in "
-         f"{c['slowloris_300']['ms']} ms"),
+         f"{c['slowloris_300']['ms']} ms; {c['slowloris_300'].get('closed_408', '-')}/300 closed with 408 by "
+         f"--read-timeout-s {READ_TIMEOUT_S}"),
         ("128 concurrent /search at --max-queue 16", f"{o['ok']} answered, {o['refused_503']} refused at once with "
          f"503 (Retry-After {', '.join(map(str, o['retry_after'])) or '-'})"),
     ]

@@ -326,6 +326,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from cascade.rerank.cache import open_cache
     from cascade.rerank.factory import load_reranker
     from cascade.serve.app import ServeConfig, create_app
+    from cascade.serve.deadline import read_deadline
 
     if not 0 <= args.batch_window_ms < float("inf"):
         raise CascadeError(f"--batch-window-ms must be a number >= 0, got {args.batch_window_ms}")
@@ -348,7 +349,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
           f"{f' and {args.index}' if args.index else ''} on http://{args.host}:{args.port} (docs at /docs)",
           flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=args.drain_s,
-                limit_concurrency=args.max_connections)
+                limit_concurrency=args.max_connections, http=read_deadline(args.read_timeout_s))
 
 
 def cmd_distill(args: argparse.Namespace) -> None:

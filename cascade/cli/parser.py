@@ -156,7 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "instead of waiting without bound; /ready reports it (default 64)")
     v.add_argument("--max-connections", type=positive, default=None, metavar="N",
                    help="open connections past which uvicorn answers 503 at once: bounds what slow or idle clients "
-                        "can hold (default: no limit; behind a reverse proxy, let it set read timeouts)")
+                        "can hold (default: no limit)")
+    v.add_argument("--read-timeout-s", type=positive_float, default=30.0, metavar="S",
+                   help="a request's headers and body must arrive within S seconds of its first byte (or of the "
+                        "connection opening), else 408 and the connection closes: a client sending nothing, or a "
+                        "byte a minute, cannot hold a connection (default 30)")
     v.add_argument("--drain-s", type=positive, default=30, metavar="S",
                    help="on SIGTERM, how long in-flight requests may take to finish before exit (default 30)")
     v.add_argument("--no-verify", action="store_true",
