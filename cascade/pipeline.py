@@ -287,6 +287,7 @@ class Cascade:
         t.append(time.perf_counter())
         order, heads, statuses, raw = fused[0], {}, {}, {}
         for stage in chain:
+            budget.check_gone()  # a server's client that left is not served further (each stage checks inside too)
             outcome = stage.reorder(self, query, order, s, deadline)
             order, heads[stage.name] = outcome.order, outcome.head
             if outcome.status is not None:

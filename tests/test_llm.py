@@ -161,3 +161,17 @@ def test_cli_llm_stage(small_index, llm_server, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["llm"]["model"] == "scripted" and out["hits"][0]["doc_id"] == "n-1"
     assert np.isfinite(out["timings_ms"]["llm"])
+
+
+def test_ranking_for_a_client_that_left_stops_between_calls(llm_server):
+    """A server sets budget.GONE; once it says the client has gone, no further window is sent to the LLM."""
+    from cascade.rerank import budget
+
+    llm = LLMReranker(llm_server.url, "keywords", window=4, step=2)
+    token = budget.GONE.set(lambda: len(llm_server.requests) >= 1)  # the client leaves during the first call
+    try:
+        with pytest.raises(budget.Abandoned):
+            llm.rerank("moon tides", [f"passage {k}" for k in range(10)])  # 4 windows
+    finally:
+        budget.GONE.reset(token)
+    assert len(llm_server.requests) == 1

@@ -26,6 +26,7 @@ import numpy as np
 
 from cascade.errors import CascadeError
 from cascade.rerank.base import Ranks
+from cascade.rerank.budget import check_gone
 
 SYSTEM = "You are RankGPT, an intelligent assistant that ranks passages by their relevance to a search query."
 ID_PATTERN = re.compile(r"\[(\d+)\]")
@@ -108,6 +109,7 @@ class LLMReranker(Ranks):
         order = list(range(len(passages)))
         for start, end in windows(len(passages), self.window, self.step) if len(passages) > 1 else []:
             span = order[start:end]
+            check_gone()  # one call per window, seconds each: stop between them once a server's client has left
             try:
                 answer = self._chat(self._prompt(query, [passages[i] for i in span]), result)
             except LLMCallError as e:
