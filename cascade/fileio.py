@@ -7,7 +7,6 @@ mkstemp's private 0600: an index built by one account must be servable by anothe
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -78,16 +77,6 @@ def fsync_tree(root: Path) -> None:
                 os.fsync(fh.fileno())
     for d in [root, *(p for p in root.rglob("*") if p.is_dir())]:
         fsync_dir(d)
-
-
-def sha256s(folder: Path, names: Iterable[str]) -> dict[str, str]:
-    """SHA-256 of each file (names relative to `folder`): what a later check compares against, to catch bytes
-    changed without the size changing (a NaN vector, an edited passage), which nothing else notices."""
-    digests = {}
-    for name in names:
-        with open(folder / name, "rb") as fh:
-            digests[name] = hashlib.file_digest(fh, "sha256").hexdigest()
-    return digests
 
 
 class Stamps:

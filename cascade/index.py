@@ -24,10 +24,11 @@ from typing import Iterable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
+from cascade import integrity
 from cascade._version import __version__
 from cascade.documents import Document, Passage, chunk
 from cascade.errors import CascadeError
-from cascade.fileio import atomic_write, exclusive, fsync_dir, fsync_tree, sha256s
+from cascade.fileio import atomic_write, exclusive, fsync_dir, fsync_tree
 from cascade.models.bi_encoder import Encoder
 from cascade.models.token_encoder import TokenEncoder
 from cascade.passage_store import Concatenated, PassageStore, split_passages, write_passages
@@ -166,13 +167,14 @@ class Index:
         return cls.load(root, keep=keep), stats
 
     @classmethod
-    def load(cls, path: str | Path, keep=None, verify: bool = False) -> "Index":
+    def load(cls, path: str | Path, keep=None, verify: bool | str = "sample") -> "Index":
         """Open an index: arrays are memory-mapped, so this is fast and needs little RAM at any size.
-        `verify`: first re-hash every file against its checksum (reads the whole index once)."""
+        `verify`: "sample" hashes small files whole and a few blocks of large ones (cascade/integrity.py),
+        True every byte, False nothing; sizes and counts are checked always."""
+        if verify not in (True, False, "sample"):
+            raise CascadeError(f"verify must be True, False or 'sample', got {verify!r}")
         root = Path(path)
         manifest = read_manifest(root)
-        if verify and "sha256" in manifest:  # indexes built before checksums load unverified
-            verify_checksums(root)
         data = root / manifest["data"]
         for name, size in manifest["files"].items():
             f = data / name
@@ -180,6 +182,8 @@ class Index:
                 raise CascadeError(f"index {root} is damaged: missing {f}")
             if f.stat().st_size != size:
                 raise CascadeError(f"index {root} is damaged: {f} has {f.stat().st_size} bytes, manifest says {size}")
+        if verify is True and "sha256" in manifest or verify == "sample":  # indexes without checksums load as before
+            integrity.verify(root, manifest, full=verify is True)
         index = cls._open(data, manifest, keep)
         expected = manifest["counts"]["passages"]
         sizes = [("passages", len(index.passages)), ("dense index", index.dense.size), ("BM25 index", index.bm25.size)]
@@ -308,7 +312,7 @@ def _commit(root: Path, data: Path, manifest: dict) -> None:
     files = {f.relative_to(data).as_posix(): f.stat().st_size for f in sorted(data.rglob("*")) if f.is_file()}
     fsync_tree(data)
     atomic_write(root / MANIFEST, json.dumps({**manifest, "data": data.name, "files": files,
-                                              "sha256": sha256s(data, files)}, indent=2))
+                                              **integrity.digests(data, files)}, indent=2))
     fsync_dir(root)
     for stale in root.iterdir():
         if stale.name != data.name and (stale.name.startswith("data-") or stale.name.endswith(".tmp")):
@@ -349,19 +353,8 @@ def read_manifest(root: Path) -> dict:
 
 def verify_checksums(root: Path) -> int:
     """Re-hash every file of the index at `root` against the checksums written when it was built; the bytes
-    checked, or an error naming each file whose bytes changed (sizes and counts are checked on every load)."""
-    manifest = read_manifest(root)
-    expected = manifest.get("sha256")
-    if not isinstance(expected, dict) or set(expected) != set(manifest["files"]):
-        raise CascadeError(f"index {root} has no checksums (built before Cascade wrote them); rebuild it with "
-                           "`cascade index` to be able to verify it")
-    data = root / manifest["data"]
-    missing = [name for name in expected if not (data / name).is_file()]
-    damaged = missing or [name for name, digest in sha256s(data, expected).items() if digest != expected[name]]
-    if damaged:
-        raise CascadeError(f"index {root} is damaged: {', '.join(damaged)} changed since it was built (checksum "
-                           "mismatch); delete the index and rebuild it with `cascade index`")
-    return sum(manifest["files"].values())
+    checked, or an error naming each file whose bytes changed."""
+    return integrity.verify(root, read_manifest(root), full=True)
 
 
 def recorded_reranker(root: Path) -> str | None:

@@ -165,7 +165,7 @@ class Cascade:
 
     @classmethod
     def load(cls, path: str | Path, *, reranker: RerankerSpec = "auto", device: str | None = None,
-             cache: CacheSpec = "memory", llm: LLMReranker | None = None, verify: bool = False) -> "Cascade":
+             cache: CacheSpec = "memory", llm: LLMReranker | None = None, verify: bool | str = "sample") -> "Cascade":
         """Open a saved index (memory-mapped: fast at any size).
 
         Args:
@@ -174,7 +174,8 @@ class Cascade:
                 `cascade adapt` recorded in the index, else the bundled model.
             cache: "memory" (in-process LRU), "none", or a redis:// URL to share scores between processes.
             llm: an `LLMReranker` for the optional last stage.
-            verify: re-hash the index's files against their checksums first (a server does, at start).
+            verify: check the index's files against their checksums first: "sample" (small files whole, a
+                few blocks of large ones), True every byte (a server, at start), False none.
 
         Returns:
             The engine; `search`, `context` and `run_stages` take a query.

@@ -1,5 +1,6 @@
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -166,9 +167,9 @@ def test_damaged_index_gives_one_clear_error(copy_of_index, damage, message, cap
     assert err.startswith("cascade: error:") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
-def _flip_one_byte(path):
+def _flip_one_byte(path, offset: int = -1):
     data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF  # same size: loading cannot see it
+    data[offset] ^= 0xFF  # same size: sizes and counts cannot see it
     path.write_bytes(bytes(data))
 
 
@@ -177,7 +178,9 @@ def test_checksums_catch_same_size_damage_and_a_rebuild_starts_over(copy_of_inde
     assert "every file matches its checksum" in capsys.readouterr().out
     before = Cascade.load(copy_of_index, reranker=None).search("rate limiting", rerank_depth=0)
     _flip_one_byte(copy_of_index / _manifest(copy_of_index)["data"] / VECTORS)
-    Index.load(copy_of_index)  # sizes and counts still agree
+    Index.load(copy_of_index, verify=False)  # sizes and counts still agree
+    with pytest.raises(CascadeError, match=f"{VECTORS} changed since it was built .checksum mismatch in a sampled"):
+        Index.load(copy_of_index)  # every load checks a sample: a small file is hashed whole
     assert main(["verify", str(copy_of_index)]) == 2
     err = capsys.readouterr().err
     assert f"{VECTORS} changed since it was built" in err and len(err.strip().splitlines()) == 1
@@ -305,3 +308,32 @@ def test_serve_flags_out_of_range_are_usage_errors(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["serve", *flags])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_load_hashes_a_sample_of_a_large_file_and_verify_every_byte(tmp_path, monkeypatch):
+    """Per-block digests: a load hashes a large file's first, last and a few random blocks (cheap at any
+    size), `verify` every byte; what each catches follows from that."""
+    from cascade import integrity
+
+    monkeypatch.setattr(integrity, "BLOCK", 1024)
+    monkeypatch.setattr(integrity, "WHOLE_BELOW", 8 * 1024)
+    data = tmp_path / "data-1"
+    data.mkdir()
+    (data / "big.bin").write_bytes(random.Random(0).randbytes(40 * 1024))  # 40 blocks
+    (data / "small.bin").write_bytes(b"x" * 3000)
+    files = {"big.bin": 40 * 1024, "small.bin": 3000}
+    manifest = {"data": "data-1", "files": files, **integrity.digests(data, files)}
+    assert integrity.verify(tmp_path, manifest, full=False) == 8 * 1024 + 3000  # 8 of 40 blocks, all of the small
+    assert integrity.verify(tmp_path, manifest, full=True) == 40 * 1024 + 3000
+    for offset in (0, 40 * 1024 - 1):  # the first and the last block are always in the sample
+        _flip_one_byte(data / "big.bin", offset)
+        with pytest.raises(CascadeError, match="big.bin changed since it was built .checksum mismatch in a sampled"):
+            integrity.verify(tmp_path, manifest, full=False)
+        _flip_one_byte(data / "big.bin", offset)
+    _flip_one_byte(data / "small.bin", 1500)
+    with pytest.raises(CascadeError, match="small.bin changed"):
+        integrity.verify(tmp_path, manifest, full=False)
+    _flip_one_byte(data / "small.bin", 1500)
+    _flip_one_byte(data / "big.bin", 20 * 1024 + 5)  # a middle block: certain only for the full check
+    with pytest.raises(CascadeError, match="big.bin changed since it was built .checksum mismatch.;"):
+        integrity.verify(tmp_path, manifest, full=True)

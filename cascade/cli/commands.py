@@ -335,7 +335,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if choice.reranker is None:
         raise CascadeError(f"no reranker to serve: {choice.reason}")
     engine = Cascade.load(args.index, reranker=choice.reranker, device=args.device, cache=cache,
-                          verify=not args.no_verify) if args.index else None
+                          verify="sample" if args.no_verify else True) if args.index else None
     faulthandler.enable()  # a crash the interpreter cannot catch (SIGBUS on a file changed under it) leaves a line
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"cascade: warning: serving on {args.host} without --api-key: anyone who can reach this port can use "
