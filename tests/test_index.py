@@ -194,22 +194,50 @@ def test_checksums_catch_same_size_damage_and_a_rebuild_starts_over(copy_of_inde
     assert main(["verify", str(copy_of_index)]) == 0
 
 
-def test_any_same_size_change_to_any_index_file_is_refused_by_name(copy_of_index):
-    """The silent corruptions the stress test found (NaN vectors, edited passage text, NaN BM25 scores...) are
-    all same-size byte changes: whichever file gets one, verification names it."""
+CORRUPTIONS = {  # what a bad copy, a failing disk or an edit does to one file
+    "deleted": lambda b: None,
+    "truncated": lambda b: b[: len(b) // 2],
+    "zeroed": lambda b: bytes(len(b)),  # same size
+    "one byte flipped": lambda b: b[:-1] + bytes([b[-1] ^ 0xFF]),  # same size: a NaN vector, an edited passage
+}
+
+
+def test_every_corruption_of_every_index_file_is_refused_by_name_never_answered_wrong(copy_of_index):
+    """Each of the 9 files x 4 corruptions (the stress test's 36): loading and searching either refuses with
+    one line naming the file, or answers exactly as the intact index does. Same-size damage used to answer
+    wrong with exit 0; every load now checks a sample (the whole of a small file) against its checksum."""
     from cascade.index import verify_checksums
 
     data = copy_of_index / _manifest(copy_of_index)["data"]
     names = sorted(_manifest(copy_of_index)["files"])
-    assert len(names) >= 8 and any("dense" in n for n in names) and any("bm25" in n for n in names)
+    assert len(names) == 9 and any("dense" in n for n in names) and any("bm25" in n for n in names)
+    intact = Cascade.load(copy_of_index, reranker=None)
+
+    def answer(engine):
+        return [(h.id, round(h.score, 6)) for q in ("rate limiting", "disk failure") for h in
+                engine.search(q, rerank_depth=0, top=5).hits]
+
+    expected, refused = answer(intact), []
     for name in names:
-        if (data / name).stat().st_size == 0:
-            continue
-        _flip_one_byte(data / name)
-        with pytest.raises(CascadeError, match=f"{name} changed since it was built"):
-            verify_checksums(copy_of_index)
-        _flip_one_byte(data / name)  # the same flip undoes it
-    assert verify_checksums(copy_of_index) > 0
+        original = (data / name).read_bytes()
+        for kind, corrupt in CORRUPTIONS.items():
+            damaged = corrupt(original)
+            if damaged is None:
+                (data / name).unlink()
+            else:
+                (data / name).write_bytes(damaged)
+            try:
+                if damaged is not None and len(damaged) == len(original) and damaged != original:
+                    with pytest.raises(CascadeError, match=f"{name} changed since it was built"):
+                        verify_checksums(copy_of_index)
+                assert answer(Cascade.load(copy_of_index, reranker=None)) == expected, \
+                    f"{kind} {name}: answered wrong"
+            except CascadeError as e:
+                assert name.split("/")[-1] in str(e) and "\n" not in str(e), f"{kind} {name}: {e}"
+                refused.append((name, kind))
+            (data / name).write_bytes(original)
+    assert len(refused) == 36  # all of them, at load: small files are hashed whole every time
+    assert answer(Cascade.load(copy_of_index, reranker=None)) == expected
 
 
 def test_an_index_without_checksums_says_so(copy_of_index, capsys):
