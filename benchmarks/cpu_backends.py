@@ -4,10 +4,11 @@
 
 The same weights, the hybrid top 30 of each of --queries SciFact test queries, one call per query, measured in
 one run: torch fp32 (the baseline), torch bf16 (Cascade's default where the CPU has AMX or AVX512-BF16), ONNX
-Runtime fp32 and dynamic int8, and OpenVINO (its default precision hint, which is bf16 on AMX CPUs). Pairs are
+Runtime fp32 and dynamic int8, OpenVINO (its default precision hint, which is bf16 on AMX CPUs), and OpenVINO
+int8 quantised statically by NNCF, calibrated on SciFact *train* queries' pairs. Pairs are
 tokenised once (max length 256, padded per call to the longest pair, as an exported graph takes them), so the
 rows time the model alone. Quality: nDCG@10 of the reranked order (reranker alone) and the largest score change
-against fp32. Needs `pip install onnxruntime openvino onnx` (not dependencies of Cascade: this measures whether
+against fp32. Needs `pip install onnxruntime openvino onnx nncf` (not dependencies of Cascade: this measures whether
 they should become one). Writes benchmarks/results/cpu-backends.{json,md} and the README table.
 """
 
@@ -35,12 +36,30 @@ def export(model, path: Path) -> None:
                       dynamic_axes={**{k: {0: "batch", 1: "tokens"} for k in INPUTS}, "logits": {0: "batch"}})
 
 
+def tokenized(cascade, tokenizer, query: str, candidates) -> dict:
+    """One query's pairs with its candidates, as the exported graph takes them (padded to the longest pair)."""
+    batch = dict(tokenizer([query] * len(candidates), [cascade.index.passages[int(i)].content for i in candidates],
+                           truncation="longest_first", max_length=256, padding=True, return_tensors="np"))
+    batch.setdefault("token_type_ids", np.zeros_like(batch["input_ids"]))
+    return batch
+
+
+def pairs_of(cascade, tokenizer, split, n: int) -> list[dict]:
+    """Calibration inputs for static int8: the hybrid top 30 of the first `n` queries of a training split."""
+    return [tokenized(cascade, tokenizer, split.queries[q],
+                      cascade.run_stages(split.queries[q], retrieve=150, rerank_depth=0).fusion[0][:30])
+            for q in list(split.queries)[:n]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=100, help="SciFact test queries (100)")
     parser.add_argument("--model", default="cascade-reranker", help="cross-encoder (default: the bundled one)")
+    parser.add_argument("--calibration", type=int, default=30,
+                        help="SciFact train queries whose top-30 pairs calibrate static int8 (30)")
     args = parser.parse_args()
 
+    import nncf
     import onnxruntime as ort
     import openvino as ov
     import torch
@@ -56,13 +75,9 @@ def main() -> None:
     qids = list(split.queries)[: args.queries]
     cascade = open_cascade(data, None, None, progress=False)
     candidates = [cascade.run_stages(split.queries[q], retrieve=150, rerank_depth=0).fusion[0][:30] for q in qids]
-    content = [p.content for p in cascade.index.passages]
     path = resolve(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    batches = [dict(tokenizer([split.queries[q]] * len(c), [content[int(i)] for i in c], truncation="longest_first",
-                              max_length=256, padding=True, return_tensors="np")) for q, c in zip(qids, candidates)]
-    for b in batches:
-        b.setdefault("token_type_ids", np.zeros_like(b["input_ids"]))
+    batches = [tokenized(cascade, tokenizer, split.queries[q], c) for q, c in zip(qids, candidates)]
     model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
 
     def torch_run(dtype):
@@ -86,6 +101,13 @@ def main() -> None:
         hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # bf16 on AMX CPUs, else f32
         runners[f"OpenVINO ({hint})"] = lambda b, m=compiled: m({k: v.astype(np.int64) for k, v in b.items()})[0]\
             .reshape(-1)
+        calibration = [{k: v.astype(np.int64) for k, v in b.items()} for b in pairs_of(
+            cascade, tokenizer, load_split(data, "train"), args.calibration)]
+        quantized = nncf.quantize(core.read_model(str(fp32)), nncf.Dataset(calibration),
+                                  model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration))
+        int8_ov = core.compile_model(quantized, "CPU")
+        runners["OpenVINO int8 (NNCF static, calibrated on SciFact train)"] = \
+            lambda b, m=int8_ov: m({k: v.astype(np.int64) for k, v in b.items()})[0].reshape(-1)
         rows, reference = [], None
         for name, run in runners.items():
             ms, scores = timed_calls(run, batches)
