@@ -1,6 +1,7 @@
 """Training end to end on CPU: a tiny model, a slice of SciFact, a few steps."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -98,8 +99,14 @@ def test_train_cli_end_to_end(scifact_train_slice, tiny_ce, tmp_path, capsys):
     out = tmp_path / "cli-model"
     assert main(["train", str(scifact_train_slice), "--out", str(out), "--base", str(tiny_ce), "--max-steps", "4",
                  "--eval-every", "2", "--batch-queries", "2", "--negatives", "2", "--max-length", "96", "--loss",
-                 "margin", "--max-positives", "1", "--quiet"]) == 0
-    assert "trained 4 steps" in capsys.readouterr().out
+                 "margin", "--max-positives", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "trained 4 steps" in captured.out
+    # no terminal: no bars, but a log of a long run gets a line per milestone, with the pace and time left
+    assert "preparing training data" in captured.err and "training queries" in captured.err
+    assert re.search(r"step 2/4: dev nDCG@10 [01]\.\d{4} \(best .* at step 2\); [\d.]+ s/step, about \d+ min left",
+                     captured.err)
+    assert "step 4/4" in captured.err and "\r" not in captured.err
     assert json.loads((out / "training_args.json").read_text())["max_positives"] == 1
     assert (out / "config.json").is_file() and (out / "checkpoint.pt").is_file()
     assert "cascade train" in (out / "README.md").read_text()

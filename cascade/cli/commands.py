@@ -289,13 +289,20 @@ def run_training(args: argparse.Namespace, config, teacher: str | None = None) -
 
         trainer = LateTrainer
 
+    say = args.quiet and not args.asked_quiet  # no bars (a log): one line per milestone instead
+    if say:
+        print("cascade: preparing training data: first-stage runs for hard negatives, pseudo-queries and dev lists "
+              "(minutes on a CPU)", file=sys.stderr, flush=True)
     data = prepare(args.data, config, progress=not args.quiet)
+    if say:
+        print(f"cascade: {len(data.examples)} training queries, {len(data.dev)} dev queries; training",
+              file=sys.stderr, flush=True)
     if teacher:
         from cascade.train.distill import score_with_teacher
 
         score_with_teacher(data.examples, teacher, args.out, device=args.device, max_length=args.max_length,
                            progress=not args.quiet)
-    result = trainer(config, data).run(progress=not args.quiet)
+    result = trainer(config, data).run(progress=not args.quiet, log=not args.asked_quiet)
     if args.json:
         print_json({"out": args.out, **{k: v for k, v in dataclasses.asdict(result).items() if k != "history"}})
         return

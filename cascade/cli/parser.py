@@ -289,7 +289,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-dtype", choices=("fp32", "bf16"), default="fp32",
                    help="weights on disk; bf16 halves the folder and loads back as fp32 (fp32)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars, and no line per dev evaluation (what a log gets instead of bars)")
     add_json_flag(p)
 
 
