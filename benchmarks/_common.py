@@ -6,43 +6,16 @@ One copy instead of a preamble and a "write .json, write .md, splice README" tai
 
 from __future__ import annotations
 
-import importlib
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
 from cascade.fileio import atomic_write
+from cascade.machine import describe as machine  # noqa: F401  (the benchmarks' record of the machine)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DATA = ROOT.parent / "shared" / "data" / "beir"
-
-
-def cpu_flags() -> list[str]:
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return []
-    return sorted(f for f in flags.split() if f.startswith(("amx", "avx512_bf16", "avx512_vnni", "avx2")))
-
-
-def machine() -> dict[str, Any]:
-    """The CPU model and its fast-math flags, the Python version, and the inference runtimes' versions
-    (None where one is not installed)."""
-    try:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), "")
-    except OSError:
-        cpu = ""
-    versions: dict[str, str | None] = {}
-    for runtime in ("torch", "onnxruntime", "openvino"):
-        try:
-            versions[runtime] = getattr(importlib.import_module(runtime), "__version__", None)
-        except ImportError:
-            versions[runtime] = None
-    return {"cpu": cpu or platform.processor() or platform.machine(), "flags": cpu_flags(),
-            "python": platform.python_version(), **versions}
 
 
 def splice_readme(marker: str, table: str) -> None:

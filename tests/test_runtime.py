@@ -1,5 +1,8 @@
 """Precision and padding are decided per model and per item, never per batch (batch-invariant results)."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -66,3 +69,22 @@ def test_the_bi_encoder_gives_a_passage_the_same_vector_in_any_batch():
     query = encoder.encode_query("what raises tides?")
     np.testing.assert_allclose(query, encoder.encode_query("what raises tides?"))
     assert abs(float(query @ encoder.encode(["what raises tides?"])[0]) - 1) <= tolerance(encoder.dtype)
+
+
+def test_info_reports_the_machine_and_the_precision_chosen_from_it(capsys, monkeypatch):
+    from cascade.cli import main
+    from cascade.machine import FLAGS
+    from cascade.models.runtime import cpu_has_fast_bf16
+
+    monkeypatch.delenv("CASCADE_PRECISION", raising=False)
+    assert main(["info", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["machine"]["flags"]) <= set(FLAGS) and report["machine"]["cores"] >= 1
+    assert report["machine"]["torch"] == torch.__version__ and report["machine"]["python"]
+    assert report["compute"]["precision"] == ("bf16" if cpu_has_fast_bf16() else "fp32")
+    assert report["compute"]["threads"] == torch.get_num_threads()
+    assert all(Path(path, "config.json").is_file() for path in report["models"].values())  # all installed here
+    monkeypatch.setenv("CASCADE_PRECISION", "fp32")
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "cpu, fp32" in out and "CASCADE_PRECISION=fp32" in out and "speed flags:" in out

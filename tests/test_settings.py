@@ -81,7 +81,8 @@ def test_light_imports_load_no_model_code():
     import subprocess
     import sys
 
-    code = ("import sys, cascade, cascade.rerank, cascade.settings, cascade.cli.parser, cascade.evaluate.chains; "
+    code = ("import sys, cascade, cascade.rerank, cascade.settings, cascade.cli.parser, cascade.evaluate.chains, "
+            "cascade.machine; "
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules)); print(cascade.__version__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "[]"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 
+from cascade.cli.format import print_json
+from cascade.cli.info import cmd_info
 from cascade.cli.parser import flag
 from cascade.errors import CascadeError
 from cascade.evaluate.chains import STAGES as EVAL_STAGES
@@ -77,11 +78,6 @@ def cmd_index(args: argparse.Namespace) -> None:
     if info:
         print(f"late interaction: {info['tokens']} token vectors ({info['model']}, dim {info['dim']}, {info['dtype']}), "
               f"{info['bytes'] / 2**20:.1f} MiB, {info['bytes_per_passage'] / 1024:.1f} KiB per passage")
-
-
-def print_json(data: dict) -> None:
-    """What `--json` prints on every command: one JSON object on stdout."""
-    print(json.dumps(data, ensure_ascii=False))
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
@@ -391,6 +387,6 @@ def cmd_adapt(args: argparse.Namespace) -> None:
           f"{report.verdict}; recorded in {args.index}/reranker.json")
 
 
-COMMANDS = {"index": cmd_index, "verify": cmd_verify, "search": cmd_search, "context": cmd_context, "demo": cmd_demo,
-            "eval": cmd_eval, "sweep": cmd_sweep, "train": cmd_train, "adapt": cmd_adapt, "distill": cmd_distill,
-            "serve": cmd_serve}
+COMMANDS = {"info": cmd_info, "index": cmd_index, "verify": cmd_verify, "search": cmd_search, "context": cmd_context,
+            "demo": cmd_demo, "eval": cmd_eval, "sweep": cmd_sweep, "train": cmd_train, "adapt": cmd_adapt,
+            "distill": cmd_distill, "serve": cmd_serve}

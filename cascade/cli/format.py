@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 from cascade.results import SearchResult
@@ -46,3 +47,8 @@ def format_rerank_status(rerank: dict) -> str:
         return (f"rerank: {rerank['model']} DEGRADED: latency budget allowed {rerank['scored']} of top "
                 f"{rerank['depth']}{cached}; the rest keep first-stage order")
     return f"rerank: {rerank['status']} ({rerank['reason']})"
+
+
+def print_json(data: dict) -> None:
+    """What `--json` prints on every command: one JSON object on stdout."""
+    print(json.dumps(data, ensure_ascii=False))

@@ -167,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at start, check only a sample of the index's files against their checksums, not every byte "
                         "(a large index starts faster; a small flaw in a large file may then go unseen)")
 
+    i = sub.add_parser("info", help="the CPU, its speed flags, runtimes, and the device and precision models run in",
+                       description="What Cascade sees on this machine and chooses from it: the CPU model and the "
+                                   "flags that decide inference speed (AMX, AVX512-BF16, VNNI, AVX2), the installed "
+                                   "runtimes, the device, precision and threads models get (and why), and where "
+                                   "each default model's weights come from. Paste it beside a figure or a bug report.",
+                       epilog="example:\n  cascade info --json", formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_json_flag(i)
+
     y = sub.add_parser("verify", help="check an index's files against the checksums written when it was built",
                        description="Re-hash every file of an index and compare with the SHA-256 recorded at build "
                                    "time: catches bytes changed on disk (a bad copy, a failing disk, an edit) that "

@@ -1,0 +1,61 @@
+"""`cascade info`: the machine as Cascade sees it and what it chooses to run there.
+
+What to paste into a bug report or beside a benchmark figure: the CPU and its fast-math flags, the runtimes,
+the device and precision models will run in (and why), and where each default model's weights come from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from cascade.cli.format import print_json
+
+
+def precision_choice() -> dict:
+    """Device, compute precision and threads a model loaded with the defaults gets, with the reason."""
+    import torch
+
+    from cascade.models.runtime import PRECISION_ENV, autocast_dtype, cpu_has_fast_bf16, pick_device
+
+    device = pick_device(None)
+    dtype = autocast_dtype(device)
+    if os.environ.get(PRECISION_ENV, "auto") != "auto":
+        why = f"{PRECISION_ENV}={os.environ[PRECISION_ENV]}"
+    elif device.type == "cuda":
+        why = "CUDA"
+    elif cpu_has_fast_bf16():
+        why = "the CPU has bf16 matmul units (AMX or AVX512-BF16): bf16 is ~3x fp32"
+    else:
+        why = "no bf16 matmul units on this CPU: bf16 would be slower than fp32"
+    return {"device": str(device), "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype],
+            "why": why, "threads": torch.get_num_threads()}
+
+
+def model_sources() -> dict[str, str]:
+    """Each default model's local folder, or what loading it would do."""
+    from cascade.models.hub import BUNDLED_RERANKERS, DEFAULT_ENCODER, bundled_path
+
+    return {name: str(bundled_path(name) or "not installed (would be fetched from the hub by id)")
+            for name in (*BUNDLED_RERANKERS, DEFAULT_ENCODER)}
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from cascade._version import __version__
+    from cascade.machine import describe
+
+    machine = describe()
+    report = {"cascade": __version__, "machine": machine, "compute": precision_choice(), "models": model_sources()}
+    if args.json:
+        print_json(report)
+        return
+    compute, runtimes = report["compute"], {k: v for k, v in machine.items() if k not in ("cpu", "cores", "flags",
+                                                                                           "python")}
+    print(f"cascade {__version__} (Python {machine['python']})")
+    print(f"CPU: {machine['cpu']}, {machine['cores']} cores")
+    print(f"speed flags: {' '.join(machine['flags']) or 'none found'}")
+    print(f"models run on: {compute['device']}, {compute['precision']}, {compute['threads']} threads "
+          f"({compute['why']})")
+    print("runtimes: " + "; ".join(f"{name} {version or 'not installed'}" for name, version in runtimes.items()))
+    for name, source in report["models"].items():
+        print(f"{name}: {source}")
