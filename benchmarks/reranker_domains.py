@@ -29,6 +29,26 @@ def model_arg(text: str) -> tuple[str, str]:
     return name, path
 
 
+def dev_queries() -> list:
+    """Every domain's dev queries with their hybrid top 30 (what each model is measured on)."""
+    from cascade.train.config import TrainConfig
+    from cascade.train.prepare import prepare
+
+    dev = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in DOMAINS:
+            dev += prepare([DATA / name], TrainConfig(out=tmp), progress=False, mine_train=False).dev
+    return dev
+
+
+def mean_blended(model: str, dev: list) -> float:
+    """The selection rule: the mean over domains of the blended cascade's dev nDCG@10 with `model`."""
+    from cascade.rerank import CrossEncoder
+    from cascade.train.dev import dev_report, selection_score
+
+    return selection_score(dev_report(CrossEncoder(model), dev, batch_size=8))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=model_arg, action="append", default=[], metavar="NAME=PATH",
@@ -37,16 +57,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from cascade.rerank import CrossEncoder
-    from cascade.train.config import TrainConfig
     from cascade.train.dev import dev_report
-    from cascade.train.prepare import prepare
 
     models = args.model or [("cascade-reranker", "cascade-reranker")]
-    dev = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in DOMAINS:
-            dev += prepare([DATA / name], TrainConfig(out=tmp), progress=False, mine_train=False).dev
-    rows = {}
+    dev, rows = dev_queries(), {}
     for name, path in models:
         start = time.perf_counter()
         report = dev_report(CrossEncoder(path), dev, batch_size=8)
