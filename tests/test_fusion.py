@@ -57,3 +57,20 @@ def test_top_k_is_sorted_and_stable():
     idx, s = top_k(scores, 3)
     assert list(idx) == [1, 3, 2] and list(s) == pytest.approx([0.9, 0.9, 0.5])
     assert len(top_k(scores, 0)[0]) == 0 and len(top_k(scores, 99)[0]) == 5
+
+
+def test_first_stage_products_run_on_one_blas_thread():
+    """OpenBLAS threads left spinning after a dense scan starved the model that ran next (a query encoding
+    took 96 ms instead of 10 on a 2-core CPU); the scan runs on one thread and the process keeps its setting."""
+    from threadpoolctl import threadpool_info
+
+    from cascade.retrieve.blas import one_thread
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = blas_threads()
+    assert before, "NumPy's BLAS is found"
+    with one_thread():
+        assert blas_threads() == [1] * len(before)
+    assert blas_threads() == before

@@ -10,6 +10,7 @@ import faiss
 import numpy as np
 
 from cascade.errors import CascadeError
+from cascade.retrieve.blas import one_thread
 from cascade.retrieve.topk import top_k
 
 VECTORS, ANN, SPEC = "vectors.npy", "ann.faiss", "ann.json"  # a dense index folder's files
@@ -75,7 +76,9 @@ class DenseIndex:
 
     def exact(self, query_vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The true top k by inner product (a full scan; ties broken by lower index)."""
-        return top_k(self._vectors @ np.asarray(query_vector, dtype=np.float32).reshape(-1), k)
+        with one_thread():
+            scores = self._vectors @ np.asarray(query_vector, dtype=np.float32).reshape(-1)
+        return top_k(scores, k)
 
     def search(self, query_vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self._ann is None or k <= 0 or self.size == 0:
@@ -89,7 +92,9 @@ class DenseIndex:
         _, idx = self._ann.search(query, min(k * self.spec["refine"], self.size),
                                   params=faiss.SearchParametersIVF(nprobe=self.spec["nprobe"]))
         candidates = np.sort(idx[0][idx[0] >= 0])
-        best, scores = top_k(self._vectors[candidates] @ query[0], k)
+        with one_thread():
+            refined = self._vectors[candidates] @ query[0]
+        best, scores = top_k(refined, k)
         return candidates[best], scores
 
     def save(self, directory: Path) -> None:

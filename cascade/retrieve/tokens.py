@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from cascade.errors import CascadeError
+from cascade.retrieve.blas import one_thread
 
 DTYPES = ("fp16", "int8")
 
@@ -28,7 +29,8 @@ def maxsim(query: np.ndarray, tokens: np.ndarray, lengths: Sequence[int], scales
     nonempty = lengths > 0
     if not nonempty.any():
         return scores
-    sims = np.asarray(query, dtype=np.float32) @ np.asarray(tokens, dtype=np.float32).T
+    with one_thread():
+        sims = np.asarray(query, dtype=np.float32) @ np.asarray(tokens, dtype=np.float32).T
     if scales is not None:
         sims *= scales
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[nonempty]
