@@ -44,10 +44,14 @@ def tokenized(cascade, tokenizer, query: str, candidates) -> dict:
     return batch
 
 
+def top30(cascade, query: str):
+    """The hybrid first stage's top 30 for `query` (retrieve 150): what the reranker is given."""
+    return cascade.run_stages(query, retrieve=150, rerank_depth=0).fusion[0][:30]
+
+
 def pairs_of(cascade, tokenizer, split, n: int) -> list[dict]:
     """Calibration inputs for static int8: the hybrid top 30 of the first `n` queries of a training split."""
-    return [tokenized(cascade, tokenizer, split.queries[q],
-                      cascade.run_stages(split.queries[q], retrieve=150, rerank_depth=0).fusion[0][:30])
+    return [tokenized(cascade, tokenizer, split.queries[q], top30(cascade, split.queries[q]))
             for q in list(split.queries)[:n]]
 
 
@@ -74,7 +78,7 @@ def main() -> None:
     split = load_split(data, "test")
     qids = list(split.queries)[: args.queries]
     cascade = open_cascade(data, None, None, progress=False)
-    candidates = [cascade.run_stages(split.queries[q], retrieve=150, rerank_depth=0).fusion[0][:30] for q in qids]
+    candidates = [top30(cascade, split.queries[q]) for q in qids]
     path = resolve(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     batches = [tokenized(cascade, tokenizer, split.queries[q], c) for q, c in zip(qids, candidates)]

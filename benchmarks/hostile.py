@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 from _common import DATA, machine, publish
-
-READ_TIMEOUT_S = 5
 from load import start_server
+
+READ_TIMEOUT_S = 5  # the server's --read-timeout-s here: short, so the slow-header case ends quickly
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:

@@ -164,7 +164,7 @@ class Index:
             writing.close()
         stats = BuildStats(documents=documents, passages=bounds[-1], encoded=encoded, reused=bounds[-1] - encoded,
                            removed=removed, seconds=time.perf_counter() - start)
-        return cls.load(root, keep=keep), stats
+        return cls.load(root, keep=keep, verify=False), stats  # its digests were computed from these bytes just now
 
     @classmethod
     def load(cls, path: str | Path, keep=None, verify: bool | str = "sample") -> "Index":
@@ -261,7 +261,7 @@ def _count_and_encode(folder: Path, encoder: Encoder | str, reuse: Path | None, 
     (folder / DENSE_DIR).mkdir()
     vectors = np.lib.format.open_memmap(folder / DENSE_DIR / VECTORS, mode="w+", dtype=np.float32,
                                         shape=(len(passages), encoder.dim))
-    old = Index.load(reuse) if reuse is not None else None
+    old = Index.load(reuse, verify=False) if reuse is not None else None  # checked when the caller loaded it
     where = old.passages.rows_by_digest() if old else {}
     todo = []
     for i, d in enumerate(passages.digests):

@@ -642,28 +642,31 @@ def test_read_timeout_closes_connections_that_do_not_send_a_request(tiny_ce):
     import socket
 
     server = Server("--reranker", str(tiny_ce), "--read-timeout-s", "1", "--max-connections", "3")
-    silent = socket.create_connection(("127.0.0.1", server.port))  # sends nothing
-    slow_head = socket.create_connection(("127.0.0.1", server.port))
-    slow_head.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
-    slow_body = socket.create_connection(("127.0.0.1", server.port))
-    slow_body.sendall(b"POST /rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: 100\r\n\r\n{\"query\": ")  # 10 of 100 bytes
     try:
-        for sock in (silent, slow_head):
-            answer = read_all(sock)
-            assert answer.startswith(b"HTTP/1.1 408 ") and b"--read-timeout-s" in answer
-        assert b" 200 " not in read_all(slow_body)  # closed, the app never got a whole body
-        assert httpx.get(server.base + "/health", timeout=10).status_code == 200  # their connections are free again
+        silent = socket.create_connection(("127.0.0.1", server.port))  # sends nothing
+        slow_head = socket.create_connection(("127.0.0.1", server.port))
+        slow_head.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        slow_body = socket.create_connection(("127.0.0.1", server.port))
+        slow_body.sendall(b"POST /rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: 100\r\n\r\n{\"query\": ")  # 10 of 100 bytes
+        try:
+            for sock in (silent, slow_head):
+                answer = read_all(sock)
+                assert answer.startswith(b"HTTP/1.1 408 ") and b"--read-timeout-s" in answer
+            assert b" 200 " not in read_all(slow_body)  # closed, the app never got a whole body
+            assert httpx.get(server.base + "/health", timeout=10).status_code == 200  # their connections are free
+        finally:
+            for sock in (silent, slow_head, slow_body):
+                sock.close()
+        with socket.create_connection(("127.0.0.1", server.port)) as keep:  # a prompt client keeps its connection
+            for _ in range(2):
+                keep.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                keep.settimeout(10)
+                answer = b""
+                while not answer.endswith(b"}"):  # /health's JSON body closes the response
+                    answer += keep.recv(65536)
+                assert answer.startswith(b"HTTP/1.1 200 ")
+                time.sleep(1.5)  # idle past the read timeout between requests: keep-alive (5 s) decides, not it
     finally:
-        for sock in (silent, slow_head, slow_body):
-            sock.close()
-    with socket.create_connection(("127.0.0.1", server.port)) as keep:  # a prompt client keeps its connection
-        for _ in range(2):
-            keep.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-            keep.settimeout(10)
-            answer = b""
-            while not answer.endswith(b"}"):  # /health's JSON body closes the response
-                answer += keep.recv(65536)
-            assert answer.startswith(b"HTTP/1.1 200 ")
-            time.sleep(1.5)  # idle past the read timeout between requests: keep-alive (5 s) decides, not it
-    assert "Traceback" not in server.stop()
+        log = server.stop()  # also when an assertion fails: no server process left behind
+    assert "Traceback" not in log

@@ -186,8 +186,8 @@ class Trainer:
                 self.save_checkpoint()
                 if progress or log:
                     pace = eta(looping, self.step - first_step, self.total_steps - self.step)
-                    self.say(bar, f"step {self.step}/{self.total_steps}: dev nDCG@10 {ndcg:.4f} (best {self.best:.4f} "
-                                  f"at step {self.best_step}); {pace}")
+                    tqdm.write(f"step {self.step}/{self.total_steps}: dev nDCG@10 {ndcg:.4f} (best {self.best:.4f} "
+                               f"at step {self.best_step}); {pace}", file=sys.stderr)  # above the bar, if any
             bar.set_postfix(loss=f"{entry['loss']:.3f}", dev=f"{self.best:.4f}")
             bar.update(1)
         bar.close()
@@ -196,10 +196,6 @@ class Trainer:
                              history=self.history, best_dev=self.best_dev)
         self.save_model(result)
         return result
-
-    @staticmethod
-    def say(bar, line: str) -> None:
-        bar.write(line, file=sys.stderr) if not bar.disable else print(line, file=sys.stderr, flush=True)
 
     def save_checkpoint(self) -> None:
         buf = io.BytesIO()
