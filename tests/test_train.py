@@ -95,6 +95,20 @@ def test_loss_falls_model_reloads_and_resume_continues(scifact_train_slice, tmp_
     assert resumed.steps == 40 and len(resumed.history) == 40
 
 
+def test_a_run_from_a_trained_reranker_never_ends_below_it(scifact_train_slice, tmp_path):
+    """The starting model is evaluated as step 0: a continued run that only harms (here lr 1.0) ships its base."""
+    from cascade.models.hub import resolve
+
+    config = TrainConfig(out=str(tmp_path / "m"), base="cascade-reranker", lr=1.0, max_steps=4, eval_every=2,
+                         negatives=2, batch_queries=2, max_length=64, patience=5)
+    result = Trainer(config, prepare([scifact_train_slice], config, progress=False)).run(progress=False)
+    evals = {h["step"]: h["dev_ndcg@10"] for h in result.history if "dev_ndcg@10" in h}
+    assert list(evals) == [0, 2, 4] and evals[0] > max(evals[2], evals[4]) and result.best_step == 0
+    pairs = [("vitamin D deficiency", "Vitamin D levels and bone density in adults"), ("vitamin D", "galaxy formation")]
+    base = CrossEncoder(resolve("cascade-reranker"), precision="fp32").predict(pairs)
+    np.testing.assert_allclose(CrossEncoder(config.out, precision="fp32").predict(pairs), base, atol=1e-3)
+
+
 def test_train_cli_end_to_end(scifact_train_slice, tiny_ce, tmp_path, capsys):
     out = tmp_path / "cli-model"
     assert main(["train", str(scifact_train_slice), "--out", str(out), "--base", str(tiny_ce), "--max-steps", "4",
@@ -104,8 +118,9 @@ def test_train_cli_end_to_end(scifact_train_slice, tiny_ce, tmp_path, capsys):
     assert "trained 4 steps" in captured.out
     # no terminal: no bars, but a log of a long run gets a line per milestone, with the pace and time left
     assert "preparing training data" in captured.err and "training queries" in captured.err
-    assert re.search(r"step 2/4: dev nDCG@10 [01]\.\d{4} \(best .* at step 2\); [\d.]+ s/step, about \d+ min left",
-                     captured.err)
+    assert re.search(r"step 0 \(the base model\): dev nDCG@10 [01]\.\d{4}", captured.err)  # its head is trained
+    assert re.search(r"step 2/4: dev nDCG@10 [01]\.\d{4} \(best .* at step [02]\); [\d.]+ s/step, about \d+ min "
+                     r"left", captured.err)
     assert "step 4/4" in captured.err and "\r" not in captured.err
     assert json.loads((out / "training_args.json").read_text())["max_positives"] == 1
     assert (out / "config.json").is_file() and (out / "checkpoint.pt").is_file()

@@ -61,14 +61,14 @@ class Trainer:
         self.device = pick_device(config.device)
         self.dtype = autocast_dtype(self.device, config.precision)
         try:
-            fresh_head = self.build_model(resolve(config.base))
+            self.fresh_head = self.build_model(resolve(config.base))
         except (OSError, ValueError) as e:
             raise CascadeError(f"could not load base model {config.base!r}: {str(e).splitlines()[0]}") from None
         if config.layers:
             keep_layers(self.model, config.layers)
         per_step = config.batch_queries * config.grad_accum
         self.total_steps = config.max_steps or max(1, math.ceil(config.epochs * len(data.examples) / per_step))
-        head_lr = config.head_lr or (FRESH_HEAD_LR if fresh_head else config.lr)
+        head_lr = config.head_lr or (FRESH_HEAD_LR if self.fresh_head else config.lr)
         self.optimizer = torch.optim.AdamW(param_groups(self.model, config.lr, head_lr), weight_decay=0.01)
         warm = max(1, int(config.warmup * self.total_steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -155,6 +155,12 @@ class Trainer:
         if self.config.resume:
             self.load_checkpoint()
         first_stage = selection_score(dev_report(None, self.data.dev))
+        if self.step == 0 and not self.fresh_head:  # a trained starting point is a candidate: never end below it
+            report = self.evaluate()
+            self.history.append({"step": 0, "dev": report, "dev_ndcg@10": selection_score(report)})
+            self.keep_if_best(report)
+            if progress or log:
+                tqdm.write(f"step 0 (the base model): dev nDCG@10 {self.best:.4f}", file=sys.stderr)
         self.model.train()
         bar = tqdm(total=self.total_steps, initial=self.step, desc="training", unit="step", disable=not progress)
         first_step, looping = self.step, time.perf_counter()
@@ -178,11 +184,7 @@ class Trainer:
             if self.step % self.config.eval_every == 0 or self.step == self.total_steps:
                 entry["dev"] = report = self.evaluate()
                 entry["dev_ndcg@10"] = ndcg = selection_score(report)
-                if ndcg > self.best:
-                    self.best, self.best_step, self.bad_evals, self.best_dev = ndcg, self.step, 0, report
-                    self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-                else:
-                    self.bad_evals += 1
+                self.keep_if_best(report)
                 self.save_checkpoint()
                 if progress or log:
                     pace = eta(looping, self.step - first_step, self.total_steps - self.step)
@@ -196,6 +198,15 @@ class Trainer:
                              history=self.history, best_dev=self.best_dev)
         self.save_model(result)
         return result
+
+    def keep_if_best(self, report: dict[str, dict[str, float]]) -> None:
+        """Keep the weights as they are now if `report` is the best dev result so far; else count a bad eval."""
+        ndcg = selection_score(report)
+        if ndcg > self.best:
+            self.best, self.best_step, self.bad_evals, self.best_dev = ndcg, self.step, 0, report
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        else:
+            self.bad_evals += 1
 
     def save_checkpoint(self) -> None:
         buf = io.BytesIO()
