@@ -42,6 +42,14 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
     return path
 
 
+def usual_modes(folder: str | Path) -> None:
+    """Give every file in `folder` the mode a new file gets: transformers' `save_pretrained` writes weights
+    through a private (0600) temp file, so a model trained by one account could not be served by another."""
+    for path in Path(folder).iterdir():
+        if path.is_file():
+            path.chmod(FILE_MODE)
+
+
 @contextmanager
 def exclusive(lock_path: Path, busy: str) -> Iterator[None]:
     """Hold an exclusive advisory lock on `lock_path` (created if needed) for the block; if another process

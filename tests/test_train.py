@@ -2,6 +2,7 @@
 
 import json
 import re
+import stat
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from cascade import CascadeError, CrossEncoder
 from cascade.cli import main
+from cascade.fileio import FILE_MODE
 from cascade.train.config import TrainConfig
 from cascade.train.data import hold_out
 from cascade.train.distill import score_with_teacher
@@ -88,6 +90,8 @@ def test_loss_falls_model_reloads_and_resume_continues(scifact_train_slice, tmp_
     scores = reloaded.predict([("vitamin D", "vitamin D and bone density"), ("vitamin D", "galaxy formation")])
     assert scores.shape == (2,) and np.isfinite(scores).all()
     card = (out / "README.md").read_text()
+    assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in out.iterdir()} == {
+        f.name: FILE_MODE for f in out.iterdir()}  # the weights too, which transformers writes as 0600
     assert "license: apache-2.0" in card and f"{result.best_dev_ndcg:.4f}" in card
 
     more = TrainConfig(**{**config.__dict__, "max_steps": 40, "resume": True})

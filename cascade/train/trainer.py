@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cascade.errors import CascadeError
-from cascade.fileio import atomic_write
+from cascade.fileio import atomic_write, usual_modes
 from cascade.models.hub import resolve
 from cascade.models.runtime import autocast, autocast_dtype, pick_device, quiet_transformers
 from cascade.rerank.cross_encoder import CrossEncoder
@@ -242,6 +242,7 @@ class Trainer:
         self.tokenizer.save_pretrained(self.out)
         atomic_write(self.out / "training_args.json", json.dumps(asdict(self.config), indent=2))
         atomic_write(self.out / "README.md", model_card(self.config, self.data, result, self.kind))
+        usual_modes(self.out)
 
     def save_weights(self, dtype: torch.dtype) -> None:
         self.model.config.architectures = [type(self.model).__name__]
