@@ -225,7 +225,7 @@ def test_adapt_improves_held_out_pseudo_queries_and_the_index_follows_it(slice_d
     assert main(["adapt", str(index), "--out", str(out), "--base", base, "--max-steps", "18", *quick,
                  "--resume"]) == 0  # continues from step 12
     state = torch.load(out / "checkpoint.pt", weights_only=False)
-    assert state["step"] == 18 and [h["step"] for h in state["history"]] == list(range(1, 19))
+    assert state["step"] == 18 and [h["step"] for h in state["history"]] == list(range(19))  # 0: the base
     (index / "reranker.json").write_text("{not json")
     with pytest.raises(CascadeError, match="reranker.json is corrupted"):
         Cascade.load(index)
