@@ -8,7 +8,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from cascade.errors import CascadeError
+from cascade.evaluate.metrics import ranked
 from cascade.fileio import atomic_write
 
 if TYPE_CHECKING:
@@ -58,18 +61,32 @@ def write_json(path: str | Path, data: dict) -> None:
 
 
 def write_runs(result: "EvalResult", directory: str | Path) -> list[Path]:
-    """One TREC run file per stage: `qid Q0 docid rank score tag`."""
+    """One TREC run file per stage: `qid Q0 docid rank score tag`, scores as `run_scores` writes them."""
     out = Path(directory)
     if out.exists() and not out.is_dir():
         raise CascadeError(f"--run-dir {out} is a file")
     paths = []
     for stage, r in result.stages.items():
         tag = f"cascade-{stage}"
-        lines = [f"{qid} Q0 {doc} {rank} {score:.6f} {tag}"
+        lines = [f"{qid} Q0 {doc} {rank} {score!r} {tag}"
                  for qid, docs in r.run.items()
-                 for rank, (doc, score) in enumerate(sorted(docs.items(), key=lambda x: -x[1]), 1)]
+                 for rank, (doc, score) in enumerate(run_scores(ranked(docs), docs), 1)]
         paths.append(atomic_write(out / f"{stage}.run", "\n".join(lines) + "\n"))
     return paths
+
+
+def run_scores(order: list[str], scores: dict[str, float]) -> list[tuple[str, float]]:
+    """(doc, score) in our order, each score in single precision and strictly below the one before it.
+
+    trec_eval (pytrec_eval too) reads scores as 32-bit floats and breaks ties by doc id, but blended scores that
+    the reranker's rank breaks differ by ~1e-15 (cascade/rerank/blend.py): nudging each to the next float32
+    below its predecessor where needed keeps our order in their reading and moves a score by a few float32 steps."""
+    out, previous = [], np.float32(np.inf)
+    for doc in order:
+        value = min(np.float32(scores[doc]), np.nextafter(previous, np.float32(-np.inf)))
+        out.append((doc, float(value)))
+        previous = value
+    return out
 
 
 PLOTS_NEED = "plots skipped: they need matplotlib (pip install 'cascade-retrieval[report]')"
