@@ -39,11 +39,11 @@ def main() -> None:
     from cascade.evaluate.diagnostics import diagnose
     from cascade.evaluate.report import eval_json, label, write_json
     from cascade.evaluate.runner import evaluate, open_cascade
-    from cascade.pipeline import Cascade
+    from cascade.pipeline import Cascade, index_pair_tokens
     from cascade.rerank import CrossEncoder, RerankerChoice
     from cascade.settings import DEFAULT_BLEND
 
-    rerankers = [CrossEncoder(name) for name in args.rerankers.split(",") if name.strip()]
+    names = [name for name in args.rerankers.split(",") if name.strip()]
     rows = []
     with tempfile.TemporaryDirectory(prefix="cascade-beir-") as tmp:
         for name, split_name in RUNS:
@@ -53,6 +53,8 @@ def main() -> None:
             result = evaluate(first, split, ["bm25", "dense", "hybrid"])
             raw = {"first_stage": eval_json(result, diagnose(result, split.qrels))}
             stages = dict(result.stages)
+            # as search loads them: the window fitted to the index's passages
+            rerankers = [CrossEncoder(n, fit=index_pair_tokens(first.index.manifest)) for n in names]
             for model in rerankers:  # same index, same candidates: only the reranker and the blend differ
                 for blend, tag in ((DEFAULT_BLEND, ""), (0.0, ", blend 0")):
                     reranked = evaluate(Cascade(first.index, first.encoder, RerankerChoice(model), cache=None), split,
@@ -72,7 +74,7 @@ def main() -> None:
     lines += ["", "Cross-encoder alone, p50 ms per query at rerank depth 30 (same candidates, same run): "
               + "; ".join(f"{name} {stage.split(' (')[1][:-1]} {r.latency_ms['rerank_p50']:.0f}"
                           for name, _, stage, r, _ in rows if "rerank_p50" in r.latency_ms and "blend 0" not in stage)
-              + "."] if rerankers else []
+              + "."] if names else []
     table = "\n".join(lines) + "\n"
     atomic_write(RESULTS / "beir.md", table)
     splice_readme("beir", table)

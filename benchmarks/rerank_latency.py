@@ -9,8 +9,9 @@ On the same hybrid top-D candidates of the first N SciFact test queries (D = 30 
   * the full search path with its default 200 ms budget (how many candidates fit, the quality that keeps);
   * warm score-cache hits (in-process and Redis, when redis-server is installed);
 and reports p50/p95 ms per query, pairs/s and nDCG@10 for each row. Ratios are against the baseline
-measured in this run. The token budget (max_length) is chosen on dev, in the same run: nDCG@10 and p50
-per max_length on the trainer's held-out 10% of SciFact train; the test rows never choose anything.
+measured in this run. The default token window is the one search uses on this index (fitted to its
+passages, `IndexSettings.pair_tokens`), chosen with the passage length on dev by passage_window_dev.py;
+the test rows here never choose anything.
 """
 
 from __future__ import annotations
@@ -132,7 +133,6 @@ def main() -> None:
     parser.add_argument("--model", default="cascade-reranker")
     parser.add_argument("--extra", nargs="*", default=[], help="more cross-encoders to time at the default settings "
                                                                  "(e.g. a distilled student)")
-    parser.add_argument("--dev-queries", type=int, default=None, help="limit the dev curve (default: all 81)")
     args = parser.parse_args()
 
     from sentence_transformers import CrossEncoder as STCrossEncoder
@@ -141,6 +141,7 @@ def main() -> None:
     from cascade.evaluate.beir import load_split
     from cascade.evaluate.runner import open_cascade
     from cascade.models.hub import resolve
+    from cascade.pipeline import index_pair_tokens
     from cascade.settings import SearchSettings
 
     DEFAULT_BUDGET_MS = SearchSettings().budget_ms
@@ -152,9 +153,9 @@ def main() -> None:
     cascade = open_cascade(args.data, None, None, progress=False)
     candidates = [cascade.run_stages(texts[q], retrieve=150, rerank_depth=0).fusion[0][:100] for q in qids]
 
-    dev = dev_curve(args.data, cascade, args.model, args.dev_queries)
     rows: list[Row] = []
-    default = CrossEncoder(args.model)  # bf16 where the CPU has AMX, model's trained max_length
+    # bf16 where the CPU has AMX; the window search fits to this index's passages
+    default = CrossEncoder(args.model, fit=index_pair_tokens(cascade.index.manifest))
     default_len = default.max_length
     common = (cascade, split, qids, texts, candidates)
 
@@ -169,7 +170,7 @@ def main() -> None:
     rows.append(time_predict("cascade fp32, max_length 512, batch 8",
                              lambda p: fp32.predict(p, batch_size=8, raw_scores=True),
                              *common, depth=30))
-    for max_length in sorted({512, default_len, 128}, reverse=True):
+    for max_length in sorted({512, 256, default_len}, reverse=True):
         ce = default if max_length == default_len else CrossEncoder(args.model, max_length=max_length)
         label = " (default)" if max_length == default_len else ""
         for depth in (30, 100):
@@ -214,10 +215,10 @@ def main() -> None:
     report = {
         "machine": {**machine(), "threads": torch.get_num_threads()},
         "data": str(args.data), "queries": len(qids), "model": args.model, "default_max_length": default_len,
+        "passage_words": cascade.index.manifest["settings"]["passage_words"],
         "rows": [dict(r.summary(), speedup_vs_baseline_p50=round(base["p50_ms"] / r.summary()["p50_ms"], 1)
                       if r.depth == 30 else None) for r in rows],
         "budget": scored,
-        "dev": dev,
     }
     table = render(report)
     publish("rerank-latency", report, table, marker="rerank-latency")
@@ -240,46 +241,10 @@ def render(r: dict) -> str:
     lines += ["", f"With the default 200 ms budget the search path scored {b['30']['mean_scored']} of 30 candidates "
               f"on average (degraded on {100 * b['30']['degraded_share']:.0f}% of queries) and "
               f"{b['100']['mean_scored']} of 100 ({100 * b['100']['degraded_share']:.0f}%); its latency column is "
-              "the rerank stage only. Cache rows time a repeated query's rerank stage.", "",
-              f"Token budget, chosen on dev ({r['dev']['queries']} held-out SciFact train queries, D=30, "
-              "batch 8): the smallest max_length within 0.005 nDCG@10 of the best is "
-              f"**{r['dev']['chosen']}**.", "",
-              "| max_length | dev nDCG@10 | p50 ms |", "|---:|---:|---:|",
-              *[f"| {c['max_length']} | {c['ndcg@10']:.4f} | {c['p50_ms']} |" for c in r["dev"]["curve"]], ""]
+              "the rerank stage only. Cache rows time a repeated query's rerank stage. Passages: "
+              f"{r['passage_words']} words; the default window ({r['default_max_length']} tokens) was chosen with "
+              "that length on dev (benchmarks/passage_window_dev.py).", ""]
     return "\n".join(lines)
-
-
-def dev_curve(data: Path, cascade, model: str, limit: int | None = None,
-              lengths=(128, 192, 256, 320, 384, 512)) -> dict:
-    """nDCG@10 and p50 per max_length on the trainer's dev split (a seeded 10% of SciFact train)."""
-    from cascade import CrossEncoder
-    from cascade.evaluate.beir import load_split
-    from cascade.train.config import TrainConfig
-    from cascade.train.data import dev_queries, hold_out
-    from cascade.train.dev import query_ndcg
-
-    config = TrainConfig(out=Path("unused"))  # only its dev-split defaults
-    train = load_split(data, "train")
-    _, dev = hold_out(list(train.queries), config.dev_fraction, config.seed)
-    dev = dev[:limit]
-    queries = dev_queries(cascade, {q: train.queries[q] for q in dev}, {q: train.qrels[q] for q in dev}, depth=30,
-                          progress=False)
-    curve = []
-    for max_length in lengths:
-        ce = CrossEncoder(model, max_length=max_length)
-        ce.predict([(queries[0].query, t) for _, t in queries[0].candidates], batch_size=8, raw_scores=True)
-        ms, ndcg = [], []
-        for q in queries:
-            start = time.perf_counter()
-            scores = ce.predict([(q.query, t) for _, t in q.candidates], batch_size=8, raw_scores=True)
-            ms.append((time.perf_counter() - start) * 1000)
-            ndcg.append(query_ndcg(q, scores))
-        curve.append({"max_length": max_length, "ndcg@10": round(float(np.mean(ndcg)), 4),
-                      "p50_ms": round(float(np.percentile(ms, 50)), 1)})
-        print(json.dumps(curve[-1]), flush=True)
-    best = max(c["ndcg@10"] for c in curve)
-    chosen = min(c["max_length"] for c in curve if c["ndcg@10"] >= best - 0.005)
-    return {"queries": len(queries), "curve": curve, "chosen": chosen}
 
 
 if __name__ == "__main__":

@@ -43,10 +43,17 @@ def dev_queries() -> list:
 
 def mean_blended(model: str, dev: list) -> float:
     """The selection rule: the mean over domains of the blended cascade's dev nDCG@10 with `model`."""
-    from cascade.rerank import CrossEncoder
     from cascade.train.dev import dev_report, selection_score
 
-    return selection_score(dev_report(CrossEncoder(model), dev, batch_size=8))
+    return selection_score(dev_report(as_search_loads(model), dev, batch_size=8))
+
+
+def as_search_loads(model: str):
+    """The cross-encoder with the window search fits to the dev indexes' passages (the default settings)."""
+    from cascade.rerank import CrossEncoder
+    from cascade.settings import IndexSettings
+
+    return CrossEncoder(model, fit=IndexSettings().pair_tokens)
 
 
 def main() -> None:
@@ -56,14 +63,13 @@ def main() -> None:
     parser.add_argument("--name", default="reranker-domains", help="output name under benchmarks/results/")
     args = parser.parse_args()
 
-    from cascade.rerank import CrossEncoder
     from cascade.train.dev import dev_report
 
     models = args.model or [("cascade-reranker", "cascade-reranker")]
     dev, rows = dev_queries(), {}
     for name, path in models:
         start = time.perf_counter()
-        report = dev_report(CrossEncoder(path), dev, batch_size=8)
+        report = dev_report(as_search_loads(path), dev, batch_size=8)
         rows[name] = {"path": path, "seconds": round(time.perf_counter() - start, 1), "domains": report}
         print(name, json.dumps(report), flush=True)
     counts = {d: sum(q.source == d for q in dev) for d in DOMAINS}

@@ -51,12 +51,13 @@ class Passage:
         return hashlib.sha256(self.content.encode("utf-8")).hexdigest()[:32]
 
 
-def chunk(doc: Document, words: int = 200, overlap: int = 40) -> list[Passage]:
+def chunk(doc: Document, words: int, overlap: int) -> list[Passage]:
     """Split a document into windows of `words` words overlapping by at least `overlap`.
 
-    `words=0` keeps documents whole. A document that fits in one window keeps its text and
-    its id; otherwise passages are `<doc_id>#<k>`: the fewest full-size windows that respect the
-    overlap, spaced evenly from the first word to the last (no near-duplicate tail window).
+    `words=0` keeps documents whole. A document that fits in one window keeps its text and its id;
+    otherwise passages are `<doc_id>#<k>`: the fewest full-size windows that respect the overlap, spaced
+    evenly from the first word to the last (no near-duplicate tail window). No defaults here: an index's
+    are `IndexSettings`'.
     """
     if words < 0 or overlap < 0 or (words and overlap >= words):
         raise CascadeError(

@@ -30,7 +30,7 @@ from cascade.rerank.llm import LLMReranker
 from cascade.results import Hit, SearchResult, StageRuns
 from cascade.retrieve.hybrid import fuse
 from cascade.runners import Runner
-from cascade.settings import CONTEXT_TOP, UNBUDGETED, SearchSettings
+from cascade.settings import CONTEXT_TOP, UNBUDGETED, IndexSettings, SearchSettings
 from cascade.stages import STAGES
 
 log = logging.getLogger(__name__)
@@ -70,12 +70,18 @@ def check_query(query: object) -> None:
         raise CascadeError("query is not valid UTF-8") from None
 
 
-def choose_reranker(spec: RerankerSpec | str, device: str | None) -> RerankerChoice:
+def choose_reranker(spec: RerankerSpec | str, device: str | None, index: Index) -> RerankerChoice:
+    """A given Reranker as it is; a name loads with its window fitted to the index's passages."""
     if spec is None:
         return RerankerChoice(None, "disabled")
     if isinstance(spec, Reranker):
         return RerankerChoice(spec)
-    return load_reranker(None if spec == "auto" else spec, device=device)
+    return load_reranker(None if spec == "auto" else spec, device=device, fit=index_pair_tokens(index.manifest))
+
+
+def index_pair_tokens(manifest: dict) -> int | None:
+    """The tokens a pair of this index's passages needs (`IndexSettings.pair_tokens`)."""
+    return IndexSettings.merged({}, manifest["settings"]).pair_tokens
 
 
 class Cascade:
@@ -158,7 +164,7 @@ class Cascade:
                                    shards=shards, ann=ann, ann_params=ann_params, previous=previous, source=source,
                                    progress=progress, late=late, late_dtype=late_dtype or old_late.get("dtype", "int8"),
                                    runner=runner)
-        cascade = cls(index, encoder, choose_reranker(reranker, device), cache=cache)
+        cascade = cls(index, encoder, choose_reranker(reranker, device, index), cache=cache)
         cascade._late_encoder = late
         cascade.build_stats = stats
         return cascade
@@ -187,7 +193,7 @@ class Cascade:
         recorded = recorded_reranker(Path(path)) if reranker == "auto" else None
         if recorded is not None:
             reranker = recorded or None
-        choice = choose_reranker(reranker, device)
+        choice = choose_reranker(reranker, device, index)
         if recorded == "":
             choice.reason = "disabled: `cascade adapt` found that reranking does not pay on this index"
         return cls(index, Encoder(index.manifest["encoder"]["model"], device=device), choice, cache=cache, llm=llm)

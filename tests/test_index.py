@@ -44,7 +44,7 @@ def test_manifest_records_format_models_counts_settings(small_index):
     assert m["format_version"] == FORMAT_VERSION
     assert m["encoder"] == {"model": "sentence-transformers/all-MiniLM-L6-v2", "dim": 384, "max_length": 256,
                             "pooling": "mean"}
-    assert m["settings"] == {"passage_words": 200, "overlap": 40, "k1": 1.2, "b": 0.75, "shards": 1, "ann": "auto",
+    assert m["settings"] == {"passage_words": 80, "overlap": 16, "k1": 1.2, "b": 0.75, "shards": 1, "ann": "auto",
                              "ann_params": {}}
     assert m["shards"] == [{"dir": "shard-000", "passages": 6}] and m["ann"] == [{"kind": "flat"}]
     assert m["bm25"]["stemmer"] == "english" and m["bm25"]["stopwords"] == "en"
@@ -318,7 +318,7 @@ def test_index_and_verify_speak_json(docs_jsonl, tmp_path, capsys):
     assert main(["index", str(docs_jsonl), "--out", str(tmp_path / "idx"), "--quiet", "--json"]) == 0
     built = json.loads(capsys.readouterr().out)
     assert (built["documents"], built["passages"], built["encoded"], built["reused"]) == (6, 6, 6, 0)
-    assert built["settings"]["passage_words"] == 200 and built["ann"] == ["flat"]
+    assert built["settings"]["passage_words"] == 80 and built["ann"] == ["flat"]
     assert main(["verify", str(tmp_path / "idx"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"index": str(tmp_path / "idx"), "ok": True,
                                                    "bytes": sum(_manifest(tmp_path / "idx")["files"].values())}

@@ -34,7 +34,7 @@ def slice_dir(scifact, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def passages(slice_dir):
-    return [p for d in load_documents(slice_dir) for p in chunk(d)]
+    return [p for d in load_documents(slice_dir) for p in chunk(d, 200, 40)]
 
 
 @pytest.fixture(autouse=True)

@@ -39,8 +39,9 @@ def test_sharded_index_returns_exactly_what_one_index_returns(corpus, tmp_path, 
     data, one = corpus
     sharded = shutil.copytree(one, tmp_path / "sharded")
     assert main(["index", str(data), "--out", str(sharded), "--shards", "3", "--quiet"]) == 0
-    assert "encoded 0, reused 602" in capsys.readouterr().out  # vectors carried over by digest into new shards
     a, b = Cascade.load(one, reranker=None), Cascade.load(sharded, reranker=None)
+    # vectors carried over by digest into new shards
+    assert f"encoded 0, reused {len(a.index.passages)}," in capsys.readouterr().out
     sizes = [len(s.passages) for s in b.index.shards]
     assert len(sizes) == 3 and min(sizes) > 0.25 * sum(sizes) and sum(sizes) == len(a.index.passages)
     for shard in b.index.shards:  # shards hold whole documents

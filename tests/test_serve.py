@@ -549,6 +549,9 @@ def test_reload_during_traffic_drops_no_request(tmp_path, tiny_ce):
     worker = threading.Thread(target=traffic)
     worker.start()
     try:
+        # served with an index of 80-word passages, the model reads the 128 tokens they need, /rerank too
+        r = httpx.post(server.base + "/rerank", json={"query": "q", "documents": ["a"]}, timeout=30)
+        assert r.json()["meta"]["max_tokens"] == 128
         time.sleep(0.5)
         new = DOCS + [{"id": "g-1", "title": "Glaciers", "text": "Glaciers carve valleys as they slowly flow."}]
         write_jsonl(src, new)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cascade import CascadeError
-from cascade.settings import NAMES, SearchSettings, SettingError
+from cascade.settings import NAMES, IndexSettings, SearchSettings, SettingError
 
 
 def test_defaults_and_stage_specs():
@@ -91,9 +91,15 @@ def test_light_imports_load_no_model_code():
     assert version.returncode == 0 and version.stdout.startswith("cascade ")
 
 
+def test_pair_tokens_follow_the_passage_length():
+    """1.6 tokens per passage word, rounded up to 32; whole documents leave the reranker its own window."""
+    assert [IndexSettings(passage_words=w, overlap=0).pair_tokens for w in (80, 120, 200, 1, 0)] == \
+        [128, 192, 320, 32, None]
+    assert IndexSettings().pair_tokens == 128
+
+
 def test_index_settings_keep_the_existing_index_and_refuse_by_flag(tmp_path, capsys):
     from cascade.cli import main
-    from cascade.settings import IndexSettings
     from tests.conftest import DOCS, write_jsonl
 
     assert IndexSettings.merged({"overlap": 20, "shards": None}, {"passage_words": 120, "shards": 2}) == \
@@ -101,7 +107,7 @@ def test_index_settings_keep_the_existing_index_and_refuse_by_flag(tmp_path, cap
     with pytest.raises(SettingError, match="unknown index setting 'words'"):
         IndexSettings.merged({"words": 3})
     src = write_jsonl(tmp_path / "docs.jsonl", DOCS)
-    for flags, message in ((["--overlap", "300"], "--overlap (300) must be smaller than --passage-words (200)"),
+    for flags, message in ((["--overlap", "300"], "--overlap (300) must be smaller than --passage-words (80)"),
                            (["--shards", "0"], "--shards must be an integer between 1 and 4096, got 0")):
         assert main(["index", str(src), "--out", str(tmp_path / "idx"), "--quiet", *flags]) == 2
         assert capsys.readouterr().err.strip() == f"cascade: error: {message}"

@@ -326,6 +326,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from cascade import Cascade
+    from cascade.index import read_manifest
+    from cascade.pipeline import index_pair_tokens
     from cascade.rerank.cache import open_cache
     from cascade.rerank.factory import load_reranker
     from cascade.serve.app import ServeConfig, create_app
@@ -334,7 +336,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if not 0 <= args.batch_window_ms < float("inf"):
         raise CascadeError(f"--batch-window-ms must be a number >= 0, got {args.batch_window_ms}")
     cache = open_cache(args.cache, ttl_s=args.cache_ttl)
-    choice = load_reranker(args.reranker, device=args.device)
+    fit = index_pair_tokens(read_manifest(Path(args.index))) if args.index else None  # /rerank reads as far too
+    choice = load_reranker(args.reranker, device=args.device, fit=fit)
     if choice.reranker is None:
         raise CascadeError(f"no reranker to serve: {choice.reason}")
     engine = Cascade.load(args.index, reranker=choice.reranker, device=args.device, cache=cache,

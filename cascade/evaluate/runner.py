@@ -23,7 +23,7 @@ from cascade.evaluate.metrics import mean, per_query
 from cascade.index import MANIFEST, read_manifest
 from cascade.pipeline import Cascade, RerankerSpec
 from cascade.results import StageRuns
-from cascade.settings import SearchSettings
+from cascade.settings import IndexSettings, SearchSettings
 
 RUN_DEPTH = 1000  # documents kept per query in first-stage runs, as BEIR/trec_eval runs do
 Run = dict[str, dict[str, float]]
@@ -63,8 +63,14 @@ def open_cascade(data: Path, index_dir: Path | None, reranker: RerankerSpec, dev
     """Build (or incrementally refresh) the dataset's index, then load it with the reranker.
 
     `late_interaction` as in `Cascade.build`: True adds token vectors when the index has none yet.
-    No score cache: a sweep revisits the same queries, and cached scores would hide the reranker's cost."""
+    No score cache: a sweep revisits the same queries, and cached scores would hide the reranker's cost.
+    The per-dataset cache (no `index_dir`) is re-chunked to today's defaults, not kept at the settings it was
+    first built with, as a user's index is."""
     docs = load_documents(data)
+    if index_dir is None:
+        defaults = IndexSettings()
+        passage_words = defaults.passage_words if passage_words is None else passage_words
+        overlap = defaults.overlap if overlap is None else overlap
     index_dir = index_dir or default_index_dir(data)
     if late_interaction is True and (index_dir / MANIFEST).is_file():
         try:

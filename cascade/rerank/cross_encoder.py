@@ -38,10 +38,11 @@ def config_activation(config: dict):
     return None if named.endswith("Identity") else torch.sigmoid
 
 
-def pair_budget(model, tokenizer, max_length: int | None) -> int:
+def pair_budget(model, tokenizer, max_length: int | None, fit: int | None = None) -> int:
     """Tokens per (query, passage) pair: the caller's, else the tokenizer's `model_max_length` (which
-    `cascade train` sets to the length the model was trained at), never past the position table."""
-    limit = model.config.max_position_embeddings
+    `cascade train` sets to the length the model was trained at), never past the position table, nor past
+    `fit` (what the texts need: an index's `IndexSettings.pair_tokens`)."""
+    limit = min(model.config.max_position_embeddings, fit or model.config.max_position_embeddings)
     return min(max_length or tokenizer.model_max_length or limit, limit)
 
 
@@ -58,7 +59,7 @@ class CrossEncoder(Reranker):
     """
 
     def __init__(self, model: str, device: str | None = None, precision: str = "auto", max_length: int | None = None,
-                 warm_up: bool = True):
+                 warm_up: bool = True, fit: int | None = None):
         self.model_id = model
         self.path = resolve(model)
         check_cross_encoder_config(model, read_config(self.path))
@@ -68,7 +69,7 @@ class CrossEncoder(Reranker):
                                                 self.device, self.dtype)
         check_cross_encoder_config(model, self.model.config.to_dict())
         self.activation = config_activation(self.model.config.to_dict())
-        self.max_length = pair_budget(self.model, self.tokenizer, max_length)
+        self.max_length = pair_budget(self.model, self.tokenizer, max_length, fit)
         self.pairs = PairTokens(self.tokenizer, self.max_length)
         self.cost = CostModel()
         if warm_up:

@@ -32,20 +32,24 @@ class RerankerChoice:
     reason: str = ""
 
 
-def load_reranker(name: str | None = None, device: str | None = None, precision: str = "auto") -> RerankerChoice:
+def load_reranker(name: str | None = None, device: str | None = None, precision: str = "auto",
+                  fit: int | None = None) -> RerankerChoice:
     """Resolve the reranker: explicit name -> bundled model -> default id if cached -> unavailable.
 
     An explicit name that fails to load is an error; the implicit default never downloads and,
-    when nothing is available, the search still runs on first-stage order.
+    when nothing is available, the search still runs on first-stage order. `fit`: the tokens an index's
+    pairs need (`IndexSettings.pair_tokens`); a cross-encoder's window shrinks to it, never grows.
     """
     if name:
-        return RerankerChoice(KINDS[kind_of(name)](name, device=device, precision=precision))
+        kind = kind_of(name)
+        extra = {"fit": fit} if kind == "cross-encoder" else {}
+        return RerankerChoice(KINDS[kind](name, device=device, precision=precision, **extra))
     if bundled_path(BUNDLED_RERANKER):
-        return RerankerChoice(CrossEncoder(BUNDLED_RERANKER, device=device, precision=precision))
+        return RerankerChoice(CrossEncoder(BUNDLED_RERANKER, device=device, precision=precision, fit=fit))
     cached = cached_path(DEFAULT_RERANKER)
     if cached:
         try:
-            return RerankerChoice(CrossEncoder(DEFAULT_RERANKER, device=device, precision=precision))
+            return RerankerChoice(CrossEncoder(DEFAULT_RERANKER, device=device, precision=precision, fit=fit))
         except CascadeError as e:
             return RerankerChoice(None, f"cached {DEFAULT_RERANKER} failed to load: {e}")
     return RerankerChoice(
