@@ -42,6 +42,12 @@ SciFact's relevance slowly when SciFact is a tenth of the mix. NFCorpus train mi
 start (78% of the queries, binary labels then) kept dev nDCG@10 at a random reranker's level for 100+ steps
 (benchmarks/results/rerank-blend-dev-nfcorpus-tuned.md).
 
+With 80-word passages read in 128 tokens (the defaults since 2026-12-03), neither step 1 retrained at
+`--max-length 128` (best at step 150 of 273, 8 min) nor a 3-layer student distilled at 128 tokens (best at step
+350, stopped at 500, 8 min) beat what is bundled on the mean blended dev nDCG@10 (reranker_domains.py; results
+reranker-domains-s29.md: 0.5709 vs 0.5696, NFCorpus -0.006; reranker-domains-s29-student.md: 0.5658 vs
+0.5680), so neither was bundled (the rule set beforehand: +0.003 on the mean, no domain down by over 0.005).
+
 The model is copied into cascade/weights/reranker/ as bf16 safetensors with its tokenizer and model card
 (the checkpoint stays in --work). `python benchmarks/beir_eval.py` then measures the test numbers.
 """
