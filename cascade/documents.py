@@ -57,7 +57,7 @@ def chunk(doc: Document, words: int, overlap: int) -> list[Passage]:
     `words=0` keeps documents whole. A document that fits in one window keeps its text and its id;
     otherwise passages are `<doc_id>#<k>`: the fewest full-size windows that respect the overlap, spaced
     evenly from the first word to the last (no near-duplicate tail window). No defaults here: an index's
-    are `IndexSettings`'.
+    come from `IndexSettings`.
     """
     if words < 0 or overlap < 0 or (words and overlap >= words):
         raise CascadeError(

@@ -177,7 +177,8 @@ class Cascade:
         Args:
             path: the index folder `build` or `cascade index` wrote.
             reranker: a model name or folder, a `Reranker`, None for none; "auto" follows the choice
-                `cascade adapt` recorded in the index, else the bundled model.
+                `cascade adapt` recorded in the index, else the bundled model. A name loads with its token
+                window fitted to the index's passages (`IndexSettings.pair_tokens`); a `Reranker` is used as is.
             cache: "memory" (in-process LRU), "none", or a redis:// URL to share scores between processes.
             llm: an `LLMReranker` for the optional last stage.
             verify: check the index's files against their checksums first: "sample" (small files whole, a
