@@ -1,7 +1,8 @@
 """`cascade info`: the machine as Cascade sees it and what it chooses to run there.
 
 What to paste into a bug report or beside a benchmark figure: the CPU and its fast-math flags, the runtimes,
-the device and precision models will run in (and why), and where each default model's weights come from.
+the device and precision models will run in (and why), the cross-encoder backend measured here for each model
+(`cascade.models.backends`), and where each default model's weights come from.
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ def cmd_info(args: argparse.Namespace) -> None:
     from cascade.machine import describe
 
     machine = describe()
-    report = {"cascade": __version__, "machine": machine, "compute": precision_choice(), "models": model_sources()}
+    from cascade.models.backends import BACKEND_ENV, here
+
+    report = {"cascade": __version__, "machine": machine, "compute": precision_choice(), "models": model_sources(),
+              "backends": {"forced": os.environ.get(BACKEND_ENV) or None, "measured": here()}}
     if args.json:
         print_json(report)
         return
@@ -59,3 +63,11 @@ def cmd_info(args: argparse.Namespace) -> None:
     print("runtimes: " + "; ".join(f"{name} {version or 'not installed'}" for name, version in runtimes.items()))
     for name, source in report["models"].items():
         print(f"{name}: {source}")
+    backends = report["backends"]
+    if backends["forced"]:
+        print(f"cross-encoder backend: {backends['forced']} ({BACKEND_ENV})")
+    for model, verdict in backends["measured"].items():
+        print(f"cross-encoder backend for {model}: {verdict['backend']} (fused {verdict.get('speedup')}x eager, "
+              f"Spearman {verdict.get('agreement')}: {verdict.get('why')})")
+    if not backends["measured"]:
+        print("cross-encoder backend: chosen by a short measurement the first time a model loads (none yet here)")

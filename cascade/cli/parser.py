@@ -170,8 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="the CPU, its speed flags, runtimes, and the device and precision models run in",
                        description="What Cascade sees on this machine and chooses from it: the CPU model and the "
                                    "flags that decide inference speed (AMX, AVX512-BF16, VNNI, AVX2), the installed "
-                                   "runtimes, the device, precision and threads models get (and why), and where "
-                                   "each default model's weights come from. Paste it beside a figure or a bug report.",
+                                   "runtimes, the device, precision and threads models get (and why), the "
+                                   "cross-encoder backend measured here for each model (eager torch, or fused by "
+                                   "oneDNN Graph; CASCADE_BACKEND=torch|fused forces one), and where each default "
+                                   "model's weights come from. Paste it beside a figure or a bug report.",
                        epilog="example:\n  cascade info --json", formatter_class=argparse.RawDescriptionHelpFormatter)
     add_json_flag(i)
 

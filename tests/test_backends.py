@@ -1,0 +1,64 @@
+"""Cross-encoder backends: eager torch or traced and fused by oneDNN Graph, chosen once per machine by measuring."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cascade import CascadeError, CrossEncoder
+from cascade.models import backends
+from cascade.models.runtime import tolerance
+from tests.conftest import DOCS
+
+PAIRS = [(q, f"{d['title']}. {d['text']}") for q in ("what raises tides?", "does rate limiting add latency?")
+         for d in DOCS]
+
+
+def test_backend_names_are_checked(tiny_ce, monkeypatch):
+    with pytest.raises(CascadeError, match="unknown backend 'onnx'"):
+        CrossEncoder(str(tiny_ce), backend="onnx", warm_up=False)
+    monkeypatch.setenv("CASCADE_BACKEND", "fast")
+    with pytest.raises(CascadeError, match="CASCADE_BACKEND='fast' is not a backend"):
+        CrossEncoder(str(tiny_ce), warm_up=False)
+    monkeypatch.setenv("CASCADE_BACKEND", "torch")  # forces what "auto" means; an explicit choice still wins
+    assert CrossEncoder(str(tiny_ce), warm_up=False).backend == "torch"
+    assert CrossEncoder(str(tiny_ce), backend="fused", warm_up=False).backend == "fused"
+
+
+def test_fused_scores_rank_as_eager_ones_and_do_not_depend_on_what_ran_before():
+    eager = CrossEncoder("cascade-reranker", backend="torch", warm_up=False)
+    fused = CrossEncoder("cascade-reranker", backend="fused", warm_up=False)
+    assert fused.signature == eager.signature + "+fused"  # never served from each other's cache entries
+    first = fused.predict(PAIRS, raw_scores=True, batch_size=5)  # every shape is new here
+    again = fused.predict(PAIRS, raw_scores=True, batch_size=5)
+    np.testing.assert_array_equal(first, again)
+    alone = np.array([fused.predict([p], raw_scores=True)[0] for p in PAIRS[:3]])
+    np.testing.assert_allclose(alone, first[:3], atol=4 * tolerance(fused.dtype))
+    plain = eager.predict(PAIRS, raw_scores=True)
+    np.testing.assert_allclose(first, plain, atol=0.25)  # bf16 rounding in another order; 1e-4 in fp32
+    for q in range(2):  # the same best passage per query, and the same order of the rest
+        block = slice(q * len(DOCS), (q + 1) * len(DOCS))
+        assert np.argmax(first[block]) == np.argmax(plain[block])
+    assert backends._spearman(first, plain) > backends.MIN_AGREEMENT
+
+
+def test_auto_measures_once_per_machine_and_model_and_keeps_the_verdict(tiny_ce, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("CASCADE_BACKEND", raising=False)
+    ce = CrossEncoder(str(tiny_ce), warm_up=False)
+    key = backends.machine_key(ce.signature.removesuffix("+fused"))
+    stored = json.loads((tmp_path / "cascade" / "backends.json").read_text())
+    assert stored[key]["backend"] == ce.backend == ce.verdict.backend
+    assert stored[key]["speedup"] > 0 and -1 <= stored[key]["agreement"] <= 1 and stored[key]["why"]
+    # the next load reads the verdict instead of measuring again
+    stored[key] = {"backend": "torch", "speedup": 0.5, "agreement": 1.0, "why": "slower here"}
+    (tmp_path / "cascade" / "backends.json").write_text(json.dumps(stored))
+    again = CrossEncoder(str(tiny_ce), warm_up=False)
+    assert again.backend == "torch" and again.verdict.why == "slower here"
+    from cascade.cli import main
+
+    assert main(["info"]) == 0
+    assert f"cross-encoder backend for {ce.signature.removesuffix('+fused')}: torch (fused 0.5x eager" in \
+        capsys.readouterr().out
+    (tmp_path / "cascade" / "backends.json").write_text("{not json")  # a broken cache is measured afresh
+    assert CrossEncoder(str(tiny_ce), warm_up=False).verdict.why != "slower here"
