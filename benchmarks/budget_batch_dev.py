@@ -27,12 +27,12 @@ def main() -> None:
     from cascade.evaluate.beir import load_split
     from cascade.evaluate.metrics import mean, per_query
     from cascade.evaluate.runner import RUN_DEPTH, doc_run, final_ranking, open_cascade
-    from cascade.rerank import CrossEncoder
+    from cascade.pipeline import choose_reranker
     from cascade.train.config import TrainConfig
     from cascade.train.data import hold_out
 
     cascade = open_cascade(args.data, None, None, progress=False)
-    cascade.reranker = CrossEncoder("cascade-reranker")
+    cascade.reranker = choose_reranker("cascade-reranker", None, cascade.index).reranker  # fitted, as search loads it
     train = load_split(args.data, "train")
     config = TrainConfig(out=Path("unused"))  # only its dev-split defaults
     _, dev = hold_out(list(train.queries), config.dev_fraction, config.seed)
