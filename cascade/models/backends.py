@@ -7,7 +7,8 @@ once (`torch.jit.trace`, 0.3 s) and letting oneDNN Graph fuse it cuts that: on r
 as eager ranks them (Spearman 0.9995, logits within 0.14: bf16 rounding in another order). The alternatives,
 measured on the same machine: torch.compile (inductor, frozen weights; what torch now recommends over
 TorchScript) was as fast but compiles 7-9 s for every new input shape and needs a C++ compiler at run
-time; `optimize_for_inference` was slower than eager at 30 pairs; ONNX Runtime and OpenVINO did not beat torch bf16 (benchmarks/cpu_backends.py).
+time; `optimize_for_inference` was slower than eager at 30 pairs; ONNX Runtime and OpenVINO did not beat
+torch bf16 (benchmarks/cpu_backends.py).
 
 Which is faster depends on the CPU (bf16 units, AVX2 only) and the model, so "auto" measures once per
 machine, model and window: fused wins where it is at least `MIN_GAIN` faster on a full-window batch and
