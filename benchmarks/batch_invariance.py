@@ -6,8 +6,8 @@ The same texts are scored the ways the product batches them, and every way is co
 (the index build's and the search's own batching):
   * bi-encoder passage vectors: batch 16 (reference) vs alone, a shuffled batch of 64, one thread (a Ray
     worker); the change is measured on query-passage cosines, what dense search ranks by;
-  * cross-encoder logits (bundled cascade-reranker): length-sorted batches of 8 (reference) vs alone, one
-    shuffled micro-batch of all pairs (the server's coalescing), one thread.
+  * cross-encoder logits (bundled cascade-reranker, eager and fused backends): length-sorted batches of 8
+    (reference) vs alone, one shuffled micro-batch of all pairs (the server's coalescing), one thread.
 Each row gives the largest change relative to max(1, |score|), the bound `cascade.models.runtime.tolerance`
 states for that precision, and the rank flips: pairs of one query's passages whose order changed, split
 by whether their scores were further apart than the bound (must be 0) or closer (near-ties). SciFact
@@ -81,19 +81,21 @@ def measure(texts: list[str], queries: list[str], per_query: int) -> tuple[str, 
             for name, v in variants.items()]
 
     query_ms = query_cost(encoder, queries)
-    ce = CrossEncoder("cascade-reranker")
     pairs = [(q, texts[(i * per_query + j) % len(texts)]) for i, q in enumerate(queries) for j in range(per_query)]
-    cost = top_up_cost(ce, pairs)
     groups = np.repeat(np.arange(len(queries)), per_query)
     order = rng.permutation(len(pairs))
-    ref = ce.predict(pairs, batch_size=8, raw_scores=True)
-    variants = {
-        "alone": np.array([ce.predict([p], raw_scores=True)[0] for p in pairs]),
-        "one shuffled micro-batch": ce.predict([pairs[i] for i in order], batch_size=len(pairs),
-                                               raw_scores=True)[np.argsort(order)],
-        "one thread": one_thread(lambda: ce.predict(pairs, batch_size=8, raw_scores=True)),
-    }
-    rows += [row("cross-encoder", name, ref, v, groups, tol) for name, v in variants.items()]
+    for backend in ("torch", "fused"):  # eager, and traced + fused by oneDNN Graph (cascade.models.backends)
+        ce = CrossEncoder("cascade-reranker", backend=backend)
+        if backend == "torch":
+            cost = top_up_cost(ce, pairs)
+        ref = ce.predict(pairs, batch_size=8, raw_scores=True)
+        variants = {
+            "alone": np.array([ce.predict([p], raw_scores=True)[0] for p in pairs]),
+            "one shuffled micro-batch": ce.predict([pairs[i] for i in order], batch_size=len(pairs),
+                                                   raw_scores=True)[np.argsort(order)],
+            "one thread": one_thread(lambda: ce.predict(pairs, batch_size=8, raw_scores=True)),
+        }
+        rows += [row(f"cross-encoder ({backend})", name, ref, v, groups, tol) for name, v in variants.items()]
     return precision, rows, {**cost, **query_ms}
 
 

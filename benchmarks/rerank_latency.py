@@ -5,7 +5,8 @@
 On the same hybrid top-D candidates of the first N SciFact test queries (D = 30 and 100), it times:
   * the baseline: sentence-transformers CrossEncoder.predict(pairs, batch_size=32), fp32, max_length 512,
     with the same weights (the bundled cascade-reranker): "the same model run the slow way";
-  * Cascade's CrossEncoder in each configuration: precision, token budget (max_length), batch size;
+  * Cascade's CrossEncoder in each configuration: precision, token budget (max_length), batch size, and
+    backend (eager torch, or fused by oneDNN Graph: `cascade.models.backends`), and the bundled student;
   * the full search path with its default 200 ms budget (how many candidates fit, the quality that keeps);
   * warm score-cache hits (in-process and Redis, when redis-server is installed);
 and reports p50/p95 ms per query, pairs/s and nDCG@10 for each row. Ratios are against the baseline
@@ -105,6 +106,23 @@ def time_search(name, cascade, split, qids, texts, depth, budget_ms, repeat=Fals
     return row, runs
 
 
+def encode_rates(cascade, n: int = 1024) -> list[dict]:
+    """Bi-encoder passages/s on the index's first `n` passages (what `cascade index` spends its time on), per
+    precision and backend, best of two passes after a warm-up one, each against fp32 torch in this run."""
+    from cascade.models.bi_encoder import Encoder
+
+    texts = [p.content for p in cascade.index.passages[:n]]
+    rows = []
+    for precision, backend in (("fp32", "torch"), ("auto", "torch"), ("auto", "fused")):
+        encoder = Encoder(precision=precision, backend=backend)
+        best = min(timed_calls(lambda t: encoder.encode(t, batch_size=16), [texts, texts])[0])  # after a warm-up pass
+        dtype = "fp32" if encoder.dtype is None else str(encoder.dtype).removeprefix("torch.")
+        rows.append({"name": f"bi-encoder {dtype} {encoder.backend}", "passages_per_s": round(n / best * 1000, 1)})
+        rows[-1]["speedup_vs_fp32"] = round(rows[-1]["passages_per_s"] / rows[0]["passages_per_s"], 2)
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 class RedisProcess:
     def __init__(self, tmp: Path):
         import redis
@@ -131,8 +149,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA / "scifact")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--model", default="cascade-reranker")
-    parser.add_argument("--extra", nargs="*", default=[], help="more cross-encoders to time at the default settings "
-                                                                 "(e.g. a distilled student)")
+    parser.add_argument("--extra", nargs="*", default=["cascade-reranker-fast"],
+                        help="more cross-encoders to time at the default settings (default: the bundled student)")
     args = parser.parse_args()
 
     from sentence_transformers import CrossEncoder as STCrossEncoder
@@ -154,9 +172,10 @@ def main() -> None:
     candidates = [cascade.run_stages(texts[q], retrieve=150, rerank_depth=0).fusion[0][:100] for q in qids]
 
     rows: list[Row] = []
-    # bf16 where the CPU has AMX; the window search fits to this index's passages
-    default = CrossEncoder(args.model, fit=index_pair_tokens(cascade.index.manifest))
-    default_len = default.max_length
+    # bf16 where the CPU has AMX; the window search fits to this index's passages; the backend "auto" picks here
+    fit = index_pair_tokens(cascade.index.manifest)
+    default = CrossEncoder(args.model, fit=fit)
+    default_len, batch = default.max_length, SearchSettings().batch_size
     common = (cascade, split, qids, texts, candidates)
 
     # fp32 explicitly: transformers would otherwise keep the bf16 the bundled weights are stored in
@@ -166,28 +185,33 @@ def main() -> None:
     rows.append(time_predict("baseline: sentence-transformers CrossEncoder, fp32, max_length 512, batch 32",
                              lambda p: baseline.predict(p, batch_size=32, show_progress_bar=False), *common, depth=30))
 
-    fp32 = CrossEncoder(args.model, precision="fp32", max_length=512)
-    rows.append(time_predict("cascade fp32, max_length 512, batch 8",
-                             lambda p: fp32.predict(p, batch_size=8, raw_scores=True),
-                             *common, depth=30))
-    for max_length in sorted({512, 256, default_len}, reverse=True):
-        ce = default if max_length == default_len else CrossEncoder(args.model, max_length=max_length)
-        label = " (default)" if max_length == default_len else ""
-        for depth in (30, 100):
-            for bs in ((8, 32) if max_length == default_len and depth == 30 else (8,)):
-                rows.append(time_predict(f"cascade bf16, max_length {max_length}, batch {bs}{label}",
+    fp32 = CrossEncoder(args.model, precision="fp32", max_length=512, backend="torch")
+    rows.append(time_predict("cascade fp32 torch, max_length 512, batch 8",
+                             lambda p: fp32.predict(p, batch_size=8, raw_scores=True), *common, depth=30))
+    for max_length in (512, 256):
+        ce = CrossEncoder(args.model, max_length=max_length, backend="torch")
+        rows.append(time_predict(f"cascade bf16 torch, max_length {max_length}, batch 8",
+                                 lambda p, ce=ce: ce.predict(p, batch_size=8, raw_scores=True), *common, depth=30))
+    for backend in ("torch", "fused"):
+        ce = CrossEncoder(args.model, fit=fit, backend=backend)
+        for depth, sizes in ((30, (8, 32)), (100, (32,))):
+            for bs in sizes:
+                label = " (default)" if backend == default.backend and bs == batch else ""
+                rows.append(time_predict(f"cascade bf16 {backend}, max_length {default_len}, batch {bs}{label}",
                                          lambda p, ce=ce, bs=bs: ce.predict(p, batch_size=bs, raw_scores=True),
                                          *common, depth=depth))
     for extra in args.extra:
-        ce = CrossEncoder(extra)
+        ce = CrossEncoder(extra, fit=fit)
         for depth in (30, 100):
-            rows.append(time_predict(f"{Path(extra).name} bf16, max_length {ce.max_length}, batch 8",
-                                     lambda p, ce=ce: ce.predict(p, batch_size=8, raw_scores=True), *common, depth=depth))
+            rows.append(time_predict(f"{Path(extra).name} bf16 {ce.backend}, max_length {ce.max_length}, batch {batch}",
+                                     lambda p, ce=ce: ce.predict(p, batch_size=batch, raw_scores=True), *common,
+                                     depth=depth))
 
     cascade.reranker = default
     scored = {}
     for depth in (30, 100):
-        row, runs = time_search(f"search path, budget {DEFAULT_BUDGET_MS:g} ms (default), max_length {default_len}",
+        row, runs = time_search(f"search path, budget {DEFAULT_BUDGET_MS:g} ms (default), {default.backend}, "
+                                f"max_length {default_len}, batch {batch}",
                                 *common[:4], depth=depth, budget_ms=DEFAULT_BUDGET_MS,
                                 note="pairs/s counts scored pairs")
         rows.append(row)
@@ -211,14 +235,17 @@ def main() -> None:
             finally:
                 server.stop()
 
+    encoding = encode_rates(cascade)
     base = rows[0].summary()
     report = {
         "machine": {**machine(), "threads": torch.get_num_threads()},
         "data": str(args.data), "queries": len(qids), "model": args.model, "default_max_length": default_len,
+        "auto": {"backend": default.backend, **(vars(default.verdict) if default.verdict else {})},
         "passage_words": cascade.index.manifest["settings"]["passage_words"],
         "rows": [dict(r.summary(), speedup_vs_baseline_p50=round(base["p50_ms"] / r.summary()["p50_ms"], 1)
                       if r.depth == 30 else None) for r in rows],
         "budget": scored,
+        "encoding": encoding,
     }
     table = render(report)
     publish("rerank-latency", report, table, marker="rerank-latency")
@@ -243,7 +270,13 @@ def render(r: dict) -> str:
               f"{b['100']['mean_scored']} of 100 ({100 * b['100']['degraded_share']:.0f}%); its latency column is "
               "the rerank stage only. Cache rows time a repeated query's rerank stage. Passages: "
               f"{r['passage_words']} words; the default window ({r['default_max_length']} tokens) was chosen with "
-              "that length on dev (benchmarks/passage_window_dev.py).", ""]
+              "that length on dev (benchmarks/passage_window_dev.py).", "",
+              f"`--backend auto` chose **{r['auto']['backend']}** on this machine "
+              f"(its probe at load: fused {r['auto'].get('speedup')}x eager on 30 full-window pairs, Spearman "
+              f"{r['auto'].get('agreement')} on the demo pairs: {r['auto'].get('why')}).", "",
+              "Index encoding, the bi-encoder on 1,024 of the index's passages (batch 16, best of two passes):", "",
+              "| configuration | passages/s | vs fp32 |", "|---|---:|---:|",
+              *[f"| {e['name']} | {e['passages_per_s']} | {e['speedup_vs_fp32']}x |" for e in r["encoding"]], ""]
     return "\n".join(lines)
 
 

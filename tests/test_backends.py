@@ -62,3 +62,15 @@ def test_auto_measures_once_per_machine_and_model_and_keeps_the_verdict(tiny_ce,
         capsys.readouterr().out
     (tmp_path / "cascade" / "backends.json").write_text("{not json")  # a broken cache is measured afresh
     assert CrossEncoder(str(tiny_ce), warm_up=False).verdict.why != "slower here"
+
+
+def test_the_bi_encoder_encodes_passages_fused_as_eager_does_and_queries_always_eager():
+    from cascade.models.bi_encoder import Encoder
+
+    fused, eager = Encoder(backend="fused"), Encoder(backend="torch")
+    texts = [t for _, t in PAIRS[: len(DOCS)]] + ["Rate limiting sheds load " * 40]
+    a, b = fused.encode(texts, batch_size=3), eager.encode(texts)
+    assert fused.backend == "fused" and eager.backend == "torch"
+    assert (a * b).sum(1).min() > 0.999
+    np.testing.assert_array_equal(a, fused.encode(texts[::-1], batch_size=16)[::-1])  # batching changes nothing
+    np.testing.assert_array_equal(fused.encode_query("what raises tides?"), eager.encode_query("what raises tides?"))

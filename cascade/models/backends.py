@@ -14,8 +14,9 @@ Which is faster depends on the CPU (bf16 units, AVX2 only) and the model, so "au
 machine, model and window: fused wins where it is at least `MIN_GAIN` faster on a full-window batch and
 ranks real pairs as eager does (Spearman >= `MIN_AGREEMENT`). The verdict is cached in
 `~/.cache/cascade/backends.json` (`cascade info` lists it); `CASCADE_BACKEND` forces one for the process.
-Fused scores are not bit-stable across batch sizes (a pair's logit moved by up to 0.03 with its batch
-mates), so the backend is part of a reranker's cache signature.
+Fused logits differ from eager ones by bf16 rounding in another order, so the backend is part of a
+reranker's cache signature; alone, batched or on one thread, a fused pair scores exactly the same
+(benchmarks/batch_invariance.py).
 """
 
 from __future__ import annotations
@@ -63,22 +64,24 @@ def requested(backend: str) -> str:
     return backend
 
 
-def eager(model: torch.nn.Module) -> Forward:
-    return lambda features: model(**features).logits
+def eager(model: torch.nn.Module, output: str = "logits") -> Forward:
+    """The model as it is; `output` names the field kept (a cross-encoder's logits, an encoder's
+    last_hidden_state)."""
+    return lambda features: getattr(model(**features), output)
 
 
 class _Positional(torch.nn.Module):
-    """The model with its inputs as positional tensors and its logits as the output: what tracing needs."""
+    """The model with its inputs as positional tensors and one output tensor: what tracing needs."""
 
-    def __init__(self, model: torch.nn.Module, keys: tuple[str, ...]):
+    def __init__(self, model: torch.nn.Module, keys: tuple[str, ...], output: str):
         super().__init__()
-        self.model, self.keys = model, keys
+        self.model, self.keys, self.output = model, keys, output
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        return self.model(**dict(zip(self.keys, tensors))).logits
+        return getattr(self.model(**dict(zip(self.keys, tensors))), self.output)
 
 
-ROW_STEP = 4  # a fused call's rows are rounded up to a multiple of this ...
+ROW_STEP = 8  # a fused call's rows are rounded up to a multiple of this ...
 MAX_ROWS = 32  # ... and a bigger call runs in chunks of this many: few shapes, each with its own fused graph
 SHAPES = 512  # graphs kept per model (oneDNN Graph's default, 12, would send later shapes back to eager)
 
@@ -112,7 +115,7 @@ class Fused:
         return self.graph(*tensors)[:rows]
 
 
-def fused(model: torch.nn.Module, example: dict) -> Fused:
+def fused(model: torch.nn.Module, example: dict, output: str = "logits") -> Fused:
     """The model traced on `example` (padded features with some padding, so no mask path is traced away),
     frozen, and run through oneDNN Graph's fusion. A model that cannot be traced raises CascadeError."""
     keys = tuple(example.keys())
@@ -121,7 +124,7 @@ def fused(model: torch.nn.Module, example: dict) -> Fused:
             warnings.simplefilter("ignore")  # TorchScript's deprecation, tracer notes on shape checks that hold
             torch.jit.enable_onednn_fusion(True)  # process-wide, but only TorchScript graphs read them
             torch.jit.set_fusion_strategy([("STATIC", SHAPES)])
-            traced = torch.jit.trace(_Positional(model, keys).eval(), tuple(example[k] for k in keys),
+            traced = torch.jit.trace(_Positional(model, keys, output).eval(), tuple(example[k] for k in keys),
                                      check_trace=False, strict=False)
             graph = torch.jit.freeze(traced)
     except Exception as e:  # tracing fails in many model-specific ways; eager stays available
@@ -165,16 +168,49 @@ def probe(plain: Forward, fast: Forward, timing: dict, pairs: list[dict], reps: 
     return Verdict("fused", round(speedup, 2), round(agreement, 4), "faster, same ranking")
 
 
-def probe_pairs(queries: int = 1) -> list[list[tuple[str, str]]]:
-    """Real text to compare backends on: the first demo queries, each paired with every demo passage (on topic
-    and off), one list per query."""
+def select(backend: str, signature: str, model: torch.nn.Module, plain: Forward, example: dict,
+           timing: Callable[[], dict], probes: Callable[[], list[dict]],
+           output: str = "logits") -> tuple[Forward, str, Verdict | None]:
+    """(forward, backend name, verdict) for `model`, whose eager forward is `plain`: "torch" keeps it, "fused"
+    traces it on `example`, "auto" follows the verdict cached for this machine and `signature`, else probes
+    (`timing()`: one full batch; `probes()`: batches of real text) and caches what it found."""
+    backend = requested(backend)
+    if backend == "torch":
+        return plain, "torch", None
+    if backend == "fused":
+        return fused(model, example, output), "fused", None
+    key = machine_key(signature)
+    verdict = cached(key)
+    fast = None
+    if verdict is None or verdict.backend == "fused":
+        try:
+            fast = fused(model, example, output)
+        except CascadeError as e:
+            verdict = Verdict("torch", why=str(e))
+            remember(key, verdict)
+    if verdict is None:
+        verdict = probe(plain, fast, timing(), probes())
+        remember(key, verdict)
+    if verdict.backend == "fused" and fast is not None:
+        return fast, "fused", verdict
+    return plain, "torch", verdict
+
+
+def probe_texts() -> list[str]:
+    """Real text to compare backends on: the demo passages (`cascade demo`'s corpus)."""
     from importlib import resources
 
-    data = resources.files("cascade") / "data"
-    docs = [json.loads(line) for line in (data / "demo.jsonl").read_text(encoding="utf-8").splitlines() if line]
-    texts = [f"{d.get('title', '')}. {d['text']}" for d in docs]
-    asked = json.loads((data / "demo_queries.json").read_text(encoding="utf-8"))[:queries]
-    return [[(q["query"], t) for t in texts] for q in asked]
+    data = resources.files("cascade") / "data" / "demo.jsonl"
+    docs = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines() if line]
+    return [f"{d.get('title', '')}. {d['text']}" for d in docs]
+
+
+def probe_pairs(queries: int = 1) -> list[list[tuple[str, str]]]:
+    """The first demo queries, each paired with every demo passage (on topic and off), one list per query."""
+    from importlib import resources
+
+    asked = json.loads((resources.files("cascade") / "data" / "demo_queries.json").read_text(encoding="utf-8"))
+    return [[(q["query"], t) for t in probe_texts()] for q in asked[:queries]]
 
 
 def verdicts_path() -> Path:

@@ -6,6 +6,7 @@ backends plug in at one place and `retrieve/` stays NumPy/FAISS.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Callable, Sequence
@@ -15,8 +16,9 @@ import torch
 from tqdm.auto import tqdm
 
 from cascade.errors import CascadeError
+from cascade.models import backends
 from cascade.models.hub import DEFAULT_ENCODER, resolve
-from cascade.models.runtime import autocast_dtype, compute_in, length_sorted_batches, load_model, padded_groups, pick_device
+from cascade.models.runtime import autocast_dtype, length_sorted_batches, load_model, padded_groups, pick_device
 
 
 class Encoder:
@@ -24,21 +26,46 @@ class Encoder:
 
     Pooling and max length come from the sentence-transformers files next to the weights
     (1_Pooling/config.json, sentence_bert_config.json) when present: mean pooling, 256 tokens
-    for all-MiniLM-L6-v2.
+    for all-MiniLM-L6-v2. Queries run on fp32 weights; passages on a copy in the compute dtype, made on first
+    use, run as `backend` says (`cascade.models.backends`). 1,024 SciFact passages a second on the 2-core AMX
+    CPU: 65 fp32, 162 under bf16 autocast (before), 204 with bf16 weights, 243 fused (3.7x fp32).
     """
 
     def __init__(self, model: str = DEFAULT_ENCODER, device: str | None = None, precision: str = "auto",
-                 max_length: int | None = None):
+                 max_length: int | None = None, backend: str = "auto"):
         self.model_id = model
         self.path = resolve(model)
         self.device = pick_device(device)
         self.dtype = autocast_dtype(self.device, precision)
-        # fp32 weights: passages run under bf16 autocast (where the CPU has it), queries in fp32
+        # fp32 weights, for queries; passages get a copy in the compute dtype (`passage_forward`)
         self.tokenizer, self.model = load_model("AutoModel", self.path, model, "encoder", self.device)
         self.pooling = self._read_st_file("1_Pooling/config.json").get("pooling_mode_cls_token") and "cls" or "mean"
         st_max = self._read_st_file("sentence_bert_config.json").get("max_seq_length")
         self.max_length = max_length or st_max or min(512, self.model.config.max_position_embeddings)
         self.dim = int(self.model.config.hidden_size)
+        self.backend = backends.requested(backend)  # what was asked for; the passage model settles it
+        self.verdict: backends.Verdict | None = None
+        self._passage_forward: backends.Forward | None = None
+
+    def passage_forward(self) -> backends.Forward:
+        """Passages' model: the weights in the compute dtype, eager or fused (built on first use, so a process
+        that only encodes queries never pays for it)."""
+        if self._passage_forward is None:
+            model = self.model if self.dtype is None else copy.deepcopy(self.model).to(self.dtype)
+            plain = backends.eager(model, "last_hidden_state")
+            signature = f"encoder:{self.model_id}@{self.max_length}:{'fp32' if self.dtype is None else str(self.dtype)[6:]}"
+            texts = backends.probe_texts()
+            self._passage_forward, self.backend, self.verdict = backends.select(
+                self.backend, signature, model, plain, self._padded(["warm up " * self.max_length, "short"]),
+                timing=lambda: self._padded(["warm up " * self.max_length] * 16),
+                probes=lambda: [self._padded(texts[i : i + 16]) for i in range(0, len(texts), 16)],
+                output="last_hidden_state")
+        return self._passage_forward
+
+    def _padded(self, texts: list[str]) -> dict:
+        """`texts` as one batch of tensors padded to the longest (for probes, not encoding)."""
+        return dict(self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True,
+                                   return_tensors="pt").to(self.device))
 
     def _read_st_file(self, name: str) -> dict:
         path = Path(self.path) / name
@@ -58,6 +85,7 @@ class Encoder:
         (`cascade.models.runtime`). Passages run at the model's precision; `query=True` runs fp32. `on_batch` is
         told how many texts each batch encoded (a caller's progress bar moves per batch, not per call)."""
         dtype = None if query else self.dtype
+        forward = backends.eager(self.model, "last_hidden_state") if query else self.passage_forward()
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
@@ -67,8 +95,7 @@ class Encoder:
         for batch in length_sorted_batches([len(i) for i in ids], batch_size):
             for positions, features in padded_groups(self.tokenizer, enc, batch, self.device, self.max_length,
                                                         dtype):
-                with compute_in(self.model, dtype):
-                    hidden = self.model(**features).last_hidden_state[: len(positions)].float()
+                hidden = forward(dict(features))[: len(positions)].float()
                 if self.pooling == "cls":
                     pooled = hidden[:, 0]
                 else:

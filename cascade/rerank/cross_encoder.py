@@ -51,7 +51,7 @@ class CrossEncoder(Reranker):
     """Reads query and passage together; far more precise than the first stage, and far slower.
 
     Pairs are tokenised once and each is padded to its own length rounded up (`cascade.models.runtime`), so a
-    pair scores the same alone or micro-batched with others (to 2.3e-7 eager; 0.03 fused); inference runs under
+    pair scores the same alone or micro-batched with others (to 2.3e-7 eager, exactly fused); inference runs under
     `torch.inference_mode()`. `backend` runs the model eager ("torch") or traced and fused by oneDNN Graph
     ("fused", 1.47x on 30 pairs on the AMX CPU); "auto" measures both once per machine (`cascade.models.backends`).
     The weights are cast to the compute dtype (bf16 on AMX CPUs and CUDA; the one-logit head stays fp32):
@@ -112,26 +112,12 @@ class CrossEncoder(Reranker):
     def use_backend(self, backend: str) -> None:
         """Run the model as `backend` says ("fused", or "auto": the cached or freshly probed verdict for this
         machine, model and window); a model "auto" cannot trace stays eager."""
-        example = self._padded([("warm up", " ".join(["retrieval"] * self.max_length)), ("warm up", "short")])
-        if backends.requested(backend) == "fused":
-            self.forward, self.backend = backends.fused(self.model, example), "fused"
-            return
-        key = backends.machine_key(self._signature)
-        verdict = backends.cached(key)
-        fast = None
-        if verdict is None or verdict.backend == "fused":
-            try:
-                fast = backends.fused(self.model, example)
-            except CascadeError as e:
-                verdict = backends.Verdict("torch", why=str(e))
-                backends.remember(key, verdict)
-        if verdict is None:
-            timing = self._padded([("warm up", " ".join(["retrieval"] * self.max_length))] * 30)
-            verdict = backends.probe(self.forward, fast, timing, [self._padded(p) for p in backends.probe_pairs()])
-            backends.remember(key, verdict)
-        if verdict.backend == "fused" and fast is not None:
-            self.forward, self.backend = fast, "fused"
-        self.verdict = verdict
+        filler = " ".join(["retrieval"] * self.max_length)
+        example = self._padded([("warm up", filler), ("warm up", "short")])
+        self.forward, self.backend, self.verdict = backends.select(
+            backend, self._signature, self.model, self.forward, example,
+            timing=lambda: self._padded([("warm up", filler)] * 30),
+            probes=lambda: [self._padded(p) for p in backends.probe_pairs()])
 
     def _padded(self, pairs: Sequence[tuple[str, str]]) -> dict:
         """`pairs` as one batch of tensors padded to the longest (for probes, not scoring)."""
@@ -139,14 +125,15 @@ class CrossEncoder(Reranker):
         return self.tokenizer.pad({k: list(v) for k, v in features.items()}, padding="longest",
                                   return_tensors="pt").to(self.device)
 
-    def warm_up(self, batch_size: int = 8) -> None:
-        """Two full-length batches: the first pays kernel setup, the second is timed into `cost`."""
+    def warm_up(self) -> None:
+        """Full-length batches, each run twice: the first call pays kernel setup, the second is timed into `cost`.
+        Fused, search's 32 pairs a call get a graph of their own too, so a first query does not pay for it."""
         filler = " ".join(["retrieval"] * self.max_length)
-        encoded = self.encode([("warm up", filler)] * batch_size)
-        batch = np.arange(batch_size)
-        with torch.inference_mode():
-            self.score(encoded, batch)
-        self.timed_score(encoded, batch)
+        for size in (8, 32) if self.backend == "fused" else (8,):
+            encoded, batch = self.encode([("warm up", filler)] * size), np.arange(size)
+            with torch.inference_mode():
+                self.score(encoded, batch)
+            self.timed_score(encoded, batch)
 
     def encode(self, pairs: Sequence[tuple[str, str]]) -> Encoded:
         """Token ids of every pair, assembled from each text's ids (`cascade.rerank.pairs`: a query tokenised
