@@ -30,8 +30,9 @@ from cascade.documents import Document, Passage, chunk
 from cascade.errors import CascadeError
 from cascade.fileio import atomic_write, exclusive, fsync_dir, fsync_tree
 from cascade.models.bi_encoder import Encoder
+from cascade.models.runtime import tokenizer_fingerprint
 from cascade.models.token_encoder import TokenEncoder
-from cascade.passage_store import Concatenated, PassageStore, split_passages, write_passages
+from cascade.passage_store import Concatenated, PassageStore, split_passages, write_passages, write_tokens
 from cascade.retrieve.bm25 import BM25, Collection, TermCounts
 from cascade.retrieve.dense import VECTORS, DenseIndex, ann_spec
 from cascade.retrieve.shards import BM25FanOut, DenseFanOut
@@ -85,6 +86,14 @@ class Index:
         self.bm25 = BM25FanOut([s.bm25 for s in shards], self.passages.starts)
         self.dense = DenseFanOut([s.dense for s in shards], self.passages.starts)
         self._keep = keep  # a temporary directory that must live as long as this index
+
+    def passage_tokens(self, rows, fingerprint: str | None) -> list[tuple[list[int], int]] | None:
+        """The stored (token ids, count) of passages `rows`, if they were tokenised by a tokenizer with this
+        `fingerprint` (`tokenizer_fingerprint`); None otherwise, or for an index that stored none."""
+        if fingerprint is None or self.manifest.get("encoder", {}).get("tokenizer") != fingerprint:
+            return None
+        found = [self.passages.token_ids(int(i)) for i in rows]
+        return None if any(f is None for f in found) else found
 
     @classmethod
     def build(cls, docs: Iterable[Document], encoder: Encoder, path: str | Path | None = None, *,
@@ -147,7 +156,7 @@ class Index:
                 "source": source,
                 "settings": settings,
                 "encoder": {"model": encoder.model_id, "dim": encoder.dim, "max_length": encoder.max_length,
-                            "pooling": encoder.pooling},
+                            "pooling": encoder.pooling, "tokenizer": tokenizer_fingerprint(encoder.tokenizer)},
                 "bm25": {**collection.params, "stemmer": "english", "stopwords": "en"},
                 "ann": [s.dense.spec for s in index.shards],
                 "counts": {"documents": documents, "passages": bounds[-1]},
@@ -276,6 +285,7 @@ def _count_and_encode(folder: Path, encoder: Encoder | str, reuse: Path | None, 
         vectors[rows] = encoder.encode([passages[i].content for i in rows], on_batch=bar.update)
     bar.close()
     vectors.flush()
+    write_tokens(passages, encoder.tokenizer, folder)
     return {"df": counts.document_frequencies(), "passages": len(passages), "tokens": int(counts.lengths.sum()),
             "encoded": len(todo)}
 

@@ -1,7 +1,9 @@
 """Passages on disk: one JSON line each plus a byte-offset array, read on demand.
 
 Nothing is parsed at load time; `store[i]` reads line i through a memory map, so an index whose
-passages do not fit in RAM still serves, and opening a large index costs milliseconds.
+passages do not fit in RAM still serves, and opening a large index costs milliseconds. Each passage's
+token ids are stored too (`write_tokens`), so a reranker with the index's tokenizer assembles its pairs
+without tokenising passages at query time, as Vespa does.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from cascade.errors import CascadeError
 PASSAGES = "passages.jsonl"
 OFFSETS = "passages.offsets.npy"
 DIGESTS = "passages.digests.npy"
+TOKENS, TOKEN_OFFSETS, TOKEN_COUNTS = "passages.tokens.npy", "passages.token_offsets.npy", "passages.token_counts.npy"
+STORED_TOKENS = 512  # a passage's first token ids kept: as many as any pair window reads
 
 
 def write_passages(passages: Iterable[Passage], directory: Path) -> int:
@@ -37,6 +41,21 @@ def write_passages(passages: Iterable[Passage], directory: Path) -> int:
     return len(digests)
 
 
+def write_tokens(store: "PassageStore", tokenizer, directory: Path, block: int = 4096) -> None:
+    """Every passage's token ids (no special tokens, its first STORED_TOKENS) and full token count."""
+    dtype = np.uint16 if len(tokenizer) <= 1 << 16 else np.int32
+    flat, lengths, counts = [np.zeros(0, dtype=dtype)], [], []
+    for start in range(0, len(store), block):
+        texts = [store[i].content for i in range(start, min(start + block, len(store)))]
+        ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        flat.append(np.fromiter((t for one in ids for t in one[:STORED_TOKENS]), dtype=dtype))
+        lengths += [min(len(one), STORED_TOKENS) for one in ids]
+        counts += [len(one) for one in ids]
+    np.save(directory / TOKENS, np.concatenate(flat))
+    np.save(directory / TOKEN_OFFSETS, np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64))
+    np.save(directory / TOKEN_COUNTS, np.asarray(counts, dtype=np.int64))
+
+
 class PassageStore(Sequence[Passage]):
     """Read-only passages of one shard, memory-mapped."""
 
@@ -48,6 +67,11 @@ class PassageStore(Sequence[Passage]):
         if int(self._offsets[-1]) != size or len(self.digests) != len(self._offsets) - 1:
             raise CascadeError(f"{self.path} does not match its offsets "
                                f"({size} bytes, offsets say {int(self._offsets[-1])})")
+        self._tokens = None
+        if (directory / TOKENS).is_file():  # indexes built before tokens were stored have none
+            self._tokens = tuple(np.load(directory / name, mmap_mode="r") for name in (TOKENS, TOKEN_OFFSETS, TOKEN_COUNTS))
+            if len(self._tokens[1]) != len(self._offsets) or len(self._tokens[2]) != len(self.digests):
+                raise CascadeError(f"{directory / TOKENS} does not match the passages beside it")
         self._map = None
         if size:
             with open(self.path, "rb") as fh:
@@ -74,6 +98,13 @@ class PassageStore(Sequence[Passage]):
     def __iter__(self) -> Iterator[Passage]:
         return (self[i] for i in range(len(self)))
 
+    def token_ids(self, i: int) -> tuple[list[int], int] | None:
+        """(passage i's first token ids, its token count), or None when this shard stored none."""
+        if self._tokens is None:
+            return None
+        flat, offsets, counts = self._tokens
+        return flat[int(offsets[i]): int(offsets[i + 1])].tolist(), int(counts[i])
+
 
 class Concatenated(Sequence[Passage]):
     """Several shards' passages as one sequence, in shard order (global index = shard start + local index)."""
@@ -98,6 +129,10 @@ class Concatenated(Sequence[Passage]):
         """(shard, index within the shard) of global passage `i`."""
         shard = int(np.searchsorted(self.starts, i, side="right")) - 1
         return shard, i - int(self.starts[shard])
+
+    def token_ids(self, i: int) -> tuple[list[int], int] | None:
+        shard, local = self.locate(int(i))
+        return self.parts[shard].token_ids(local)
 
     def digests(self) -> list[bytes]:
         """Every passage's content digest, in global order."""

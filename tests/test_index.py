@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from cascade import Cascade, CascadeError, load_documents
@@ -43,7 +44,7 @@ def test_manifest_records_format_models_counts_settings(small_index):
     m = json.loads((small_index / "manifest.json").read_text())
     assert m["format_version"] == FORMAT_VERSION
     assert m["encoder"] == {"model": "sentence-transformers/all-MiniLM-L6-v2", "dim": 384, "max_length": 256,
-                            "pooling": "mean"}
+                            "pooling": "mean", "tokenizer": "26b3cbffb707e732"}  # passages' stored ids are its
     assert m["settings"] == {"passage_words": 80, "overlap": 16, "k1": 1.2, "b": 0.75, "shards": 1, "ann": "auto",
                              "ann_params": {}}
     assert m["shards"] == [{"dir": "shard-000", "passages": 6}] and m["ann"] == [{"kind": "flat"}]
@@ -203,14 +204,14 @@ CORRUPTIONS = {  # what a bad copy, a failing disk or an edit does to one file
 
 
 def test_every_corruption_of_every_index_file_is_refused_by_name_never_answered_wrong(copy_of_index):
-    """Each of the 9 files x 4 corruptions (the stress test's 36): loading and searching either refuses with
+    """Each of the 12 files x 4 corruptions (the stress test's 36, and the stored token ids'): loading and searching either refuses with
     one line naming the file, or answers exactly as the intact index does. Same-size damage used to answer
     wrong with exit 0; every load now checks a sample (the whole of a small file) against its checksum."""
     from cascade.index import verify_checksums
 
     data = copy_of_index / _manifest(copy_of_index)["data"]
     names = sorted(_manifest(copy_of_index)["files"])
-    assert len(names) == 9 and any("dense" in n for n in names) and any("bm25" in n for n in names)
+    assert len(names) == 12 and any("dense" in n for n in names) and any("tokens" in n for n in names) and any("bm25" in n for n in names)
     intact = Cascade.load(copy_of_index, reranker=None)
 
     def answer(engine):
@@ -236,7 +237,7 @@ def test_every_corruption_of_every_index_file_is_refused_by_name_never_answered_
                 assert name.split("/")[-1] in str(e) and "\n" not in str(e), f"{kind} {name}: {e}"
                 refused.append((name, kind))
             (data / name).write_bytes(original)
-    assert len(refused) == 36  # all of them, at load: small files are hashed whole every time
+    assert len(refused) == 48  # all of them, at load: small files are hashed whole every time
     assert answer(Cascade.load(copy_of_index, reranker=None)) == expected
 
 
@@ -365,3 +366,36 @@ def test_a_load_hashes_a_sample_of_a_large_file_and_verify_every_byte(tmp_path, 
     _flip_one_byte(data / "big.bin", 20 * 1024 + 5)  # a middle block: certain only for the full check
     with pytest.raises(CascadeError, match="big.bin changed since it was built .checksum mismatch.;"):
         integrity.verify(tmp_path, manifest, full=True)
+
+
+def test_passage_token_ids_are_stored_and_search_reranks_without_tokenising_a_passage(tiny_ce):
+    from cascade.rerank.cross_encoder import CrossEncoder
+
+    cascade = Cascade.build(DOCS, reranker=str(tiny_ce))  # the tiny model has the encoder's (MiniLM's) tokenizer
+    index, ce = cascade.index, cascade.reranker
+    assert ce.tokenizer_fingerprint == index.manifest["encoder"]["tokenizer"] is not None
+    stored = index.passage_tokens(range(len(index.passages)), ce.tokenizer_fingerprint)
+    for passage, (ids, count) in zip(index.passages, stored):
+        assert ids == ce.tokenizer(passage.content, add_special_tokens=False)["input_ids"] and count == len(ids)
+    assert index.passage_tokens([0], "another tokenizer") is None
+    bundled = CrossEncoder("cascade-reranker", backend="torch", warm_up=False)  # what search runs by default
+    assert bundled.tokenizer_fingerprint == index.manifest["encoder"]["tokenizer"]
+
+    tokenised = []
+    real = ce.pairs.tokenizer
+
+    class Counting:  # the real tokenizer, noting what it is asked to tokenise
+        def __call__(self, texts, **kwargs):
+            tokenised.extend(texts)
+            return real(texts, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    ce.pairs.tokenizer, ce.pairs.cache = Counting(), type(ce.pairs.cache)()
+    runs = cascade.run_stages("cache miss", rerank_depth=6, budget_ms=None)
+    assert tokenised == ["cache miss"]  # the query only
+    fresh = CrossEncoder(str(tiny_ce), backend=ce.backend)  # tokenises every pair itself
+    head = runs.heads["rerank"][0]
+    expected = fresh.predict([("cache miss", index.passages[int(i)].content) for i in head], raw_scores=True)
+    np.testing.assert_array_equal(runs.raw["rerank"], expected)

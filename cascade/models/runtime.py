@@ -22,6 +22,8 @@ CPUs may pick kernels otherwise, so `tolerance` states the bound that rankings a
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 from typing import Iterator, Sequence
 
@@ -172,6 +174,17 @@ def load_model(auto_class: str, path: str, name: str, what: str, device: torch.d
 
 def _inputs_to_fp32(module, args):
     return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+
+def tokenizer_fingerprint(tokenizer) -> str | None:
+    """What decides a text's token ids (vocabulary, normalizer, pre-tokenizer), hashed: two tokenizers with
+    the same fingerprint give a text the same ids. None without a fast backend (then ids are never shared)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    spec = json.loads(backend.to_str())
+    kept = {key: spec.get(key) for key in ("normalizer", "pre_tokenizer", "model", "added_tokens")}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def quiet_transformers() -> None:

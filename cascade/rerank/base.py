@@ -62,6 +62,11 @@ class Reranker(Ranks):
     model_id: str
     cost: CostModel
     activation: Callable | None = None  # what `predict` applies to raw scores by default (None: none)
+    tokenizer_fingerprint: str | None = None  # set where passages' stored token ids can stand in for tokenising
+
+    def know_passages(self, texts: Sequence[str], tokens: Sequence[tuple[list[int], int]]) -> None:
+        """Passages' (token ids, count) as an index stored them (`Index.passage_tokens`), for the next `encode`
+        to assemble pairs from; a reranker that prepares pairs otherwise ignores them."""
 
     @abstractmethod
     def encode(self, pairs: Sequence[tuple[str, str]]) -> Encoded:

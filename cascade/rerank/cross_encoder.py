@@ -10,7 +10,15 @@ import torch
 from cascade.errors import CascadeError
 from cascade.models import backends
 from cascade.models.hub import read_config, resolve
-from cascade.models.runtime import autocast_dtype, compute_in, load_model, padded_groups, padded_length, pick_device
+from cascade.models.runtime import (
+    autocast_dtype,
+    compute_in,
+    load_model,
+    padded_groups,
+    padded_length,
+    pick_device,
+    tokenizer_fingerprint,
+)
 from cascade.rerank.base import Encoded, Reranker
 from cascade.rerank.budget import CostModel
 from cascade.rerank.pairs import WORD_CAP, PairTokens, cut
@@ -75,6 +83,7 @@ class CrossEncoder(Reranker):
         self.activation = config_activation(self.model.config.to_dict())
         self.max_length = pair_budget(self.model, self.tokenizer, max_length, fit)
         self.pairs = PairTokens(self.tokenizer, self.max_length)
+        self.tokenizer_fingerprint = tokenizer_fingerprint(self.tokenizer) if self.pairs.exact else None
         self.cost = CostModel()
         self.forward, self.backend, self.verdict = backends.eager(self.model), "torch", None
         if wanted != "torch":
@@ -134,6 +143,9 @@ class CrossEncoder(Reranker):
             with torch.inference_mode():
                 self.score(encoded, batch)
             self.timed_score(encoded, batch)
+
+    def know_passages(self, texts: Sequence[str], tokens: Sequence[tuple[list[int], int]]) -> None:
+        self.pairs.remember(texts, tokens)
 
     def encode(self, pairs: Sequence[tuple[str, str]]) -> Encoded:
         """Token ids of every pair, assembled from each text's ids (`cascade.rerank.pairs`: a query tokenised

@@ -73,6 +73,15 @@ class PairTokens:
                         self.cache.popitem(last=False)
         return [found[t] for t in texts]
 
+    def remember(self, texts: Sequence[str], known: Sequence[tuple[list[int], int]]) -> None:
+        """Cache passages' (token ids, count) read from an index (`Index.passage_tokens`) instead of tokenising them."""
+        with self.lock:
+            for text, (ids, count) in zip(texts, known):
+                self.cache[text] = (ids[: self.budget], count)
+                self.cache.move_to_end(text)
+            while len(self.cache) > CACHE_SIZE:
+                self.cache.popitem(last=False)
+
     def special_tokens(self) -> dict[str, tuple] | None:
         """Where the tokenizer puts its special tokens and token types around a pair, read off one it builds
         (e.g. BERT: [CLS] q [SEP] d [SEP], types 0...0 1...1); None if the layout cannot be read."""

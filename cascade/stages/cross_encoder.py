@@ -50,7 +50,11 @@ class CrossEncoderStage:
         misses = np.flatnonzero(np.isnan(scores))
         planned = len(head) - len(misses)
         if len(misses):
-            encoded = reranker.encode([(query, passages[j].content) for j in misses])
+            texts = [passages[j].content for j in misses]
+            stored = engine.index.passage_tokens(head[misses], reranker.tokenizer_fingerprint)
+            if stored is not None:  # token ids from the index: no passage is tokenised at query time
+                reranker.know_passages(texts, stored)
+            encoded = reranker.encode([(query, t) for t in texts])
             fresh, planned_misses = score_within(reranker, encoded, settings.batch_size, deadline)
             planned += planned_misses
             scores[misses[: len(fresh)]] = fresh
