@@ -224,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (2e-5: adapt, do not relearn)")
     a.add_argument("--batch-queries", type=positive, default=8, help="queries per step (8)")
     a.add_argument("--eval-every", type=positive, default=50, help="steps between held-out evaluations (50)")
-    a.add_argument("--max-length", type=positive, default=256, help="tokens per (query, passage) pair (256)")
+    a.add_argument("--max-length", type=positive, default=None,
+                   help="tokens per (query, passage) pair (default: what the index's passages need, the window "
+                        "search reads them in: 128 for the default 80-word passages)")
     a.add_argument("--seed", type=int, default=13, help="seed for pseudo-queries, hold-out and sampling (13)")
     a.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     a.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")

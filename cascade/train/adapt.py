@@ -11,13 +11,13 @@ help, and no reranker when reranking does not pay on this corpus; it is said, no
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cascade.fileio import atomic_write
 from cascade.index import RERANKER_CHOICE
 from cascade.models.hub import BUNDLED_RERANKER, resolve
-from cascade.pipeline import Cascade
+from cascade.pipeline import Cascade, index_pair_tokens
 from cascade.rerank.cross_encoder import CrossEncoder
 from cascade.train.config import TrainConfig, TrainResult
 from cascade.train.dev import dev_report, selection_score
@@ -65,6 +65,8 @@ def adapt(index_dir: str | Path, config: TrainConfig, progress: bool = True) -> 
     """
     root = Path(index_dir)
     cascade = Cascade.load(root, reranker=None)
+    if config.max_length is None:  # what this index's pairs need, the window search will read them in
+        config = replace(config, max_length=index_pair_tokens(cascade.index.manifest) or 256)
     data = label_free(cascade, config, root.resolve().name, progress)
     start = CrossEncoder(config.base, device=config.device, max_length=config.max_length)
     before = dev_report(start, data.dev)
@@ -86,6 +88,7 @@ def adapt(index_dir: str | Path, config: TrainConfig, progress: bool = True) -> 
 def adapt_config(out: str | Path, **changes) -> TrainConfig:
     """The adaptation recipe: from the bundled reranker, pseudo-queries only, a gentle learning rate."""
     defaults = {"base": str(resolve(BUNDLED_RERANKER)), "labels": False, "pseudo_queries": 2000, "lr": 2e-5,
+                "max_length": None,  # `adapt` fits it to the index's passages
                 "max_steps": 300, "eval_every": 50, "max_dev_queries": 200, "dev_fraction": 0.1,
                 "command": "Python API (cascade.train.adapt)"}
     return TrainConfig(out=str(out), **{**defaults, **changes})
