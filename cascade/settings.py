@@ -78,7 +78,7 @@ class SearchSettings:
                                               "and marks the result degraded, saying why; none = no limit",
                                        "MS", 0.0)
     batch_size: int = _setting(32, "pairs per cross-encoder call (32: the default 30 candidates in one call; "
-                                   "on dev 96 ms total p50 against 110 for batches of 8, with all 30 scored)", "P", 1, 1024)
+                                   "on dev 98 ms total p50 against 112 for batches of 8, all 30 scored)", "P", 1, 1024)
 
     def __post_init__(self) -> None:
         for f in fields(self):  # checked, and stored as plain int/float (numpy numbers and 1 vs 1.0 alike)
