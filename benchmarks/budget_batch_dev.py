@@ -5,8 +5,8 @@
 Runs the search path (hybrid 150 -> rerank 30, default blend) under the budget on the 81 SciFact train queries
 `cascade train` holds out, once per batch size: nDCG@10, candidates scored, and p50/max total latency. Bigger
 batches are more efficient per pair but coarser: a budget can only stop between batches, and one
-mispredicted batch is the overrun. No test split is read; this is where the search default was chosen: 8 with 256-token pairs, 32 (all 30
-candidates in one call) since pairs are read in 128 tokens and the fused backend runs them.
+mispredicted batch is the overrun. No test split is read; this is where the search default was chosen: 8
+with 256-token pairs, 32 (all 30 candidates in one call) since pairs are read in 128 tokens and fused.
 """
 
 from __future__ import annotations
