@@ -67,7 +67,8 @@ def cmd_info(args: argparse.Namespace) -> None:
     if backends["forced"]:
         print(f"cross-encoder backend: {backends['forced']} ({BACKEND_ENV})")
     for model, verdict in backends["measured"].items():
-        print(f"cross-encoder backend for {model}: {verdict['backend']} (fused {verdict.get('speedup')}x eager, "
-              f"Spearman {verdict.get('agreement')}: {verdict.get('why')})")
+        what = "bi-encoder passages" if model.startswith("encoder:") else "cross-encoder"
+        print(f"{what} backend for {model.removeprefix('encoder:')}: {verdict['backend']} (fused "
+              f"{verdict.get('speedup')}x eager, Spearman {verdict.get('agreement')}: {verdict.get('why')})")
     if not backends["measured"]:
-        print("cross-encoder backend: chosen by a short measurement the first time a model loads (none yet here)")
+        print("model backends: chosen by a short measurement the first time a model loads (none yet here)")
