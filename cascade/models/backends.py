@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from cascade.errors import CascadeError
+from cascade.models.runtime import option
 
 BACKENDS = ("auto", "torch", "fused")
 BACKEND_ENV = "CASCADE_BACKEND"  # what "auto" means for every cross-encoder in the process
@@ -55,13 +56,7 @@ class Verdict:
 
 def requested(backend: str) -> str:
     """The backend asked for, `CASCADE_BACKEND` standing in for "auto"; a clear error for unknown names."""
-    if backend not in BACKENDS:
-        raise CascadeError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
-    if backend == "auto" and os.environ.get(BACKEND_ENV, "auto") != "auto":
-        backend = os.environ[BACKEND_ENV]
-        if backend not in BACKENDS:
-            raise CascadeError(f"{BACKEND_ENV}={backend!r} is not a backend (choose from {', '.join(BACKENDS)})")
-    return backend
+    return option(backend, BACKENDS, BACKEND_ENV, "backend")
 
 
 def eager(model: torch.nn.Module, output: str = "logits") -> Forward:

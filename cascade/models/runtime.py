@@ -56,14 +56,21 @@ def cpu_has_fast_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+def option(value: str, allowed: Sequence[str], env: str, what: str) -> str:
+    """`value` (one of `allowed`), with the environment variable `env` standing in for "auto": how a process
+    sets what every model's precision or backend means; a clear error names a bad value and where it came from."""
+    if value not in allowed:
+        raise CascadeError(f"unknown {what} {value!r} (choose from {', '.join(allowed)})")
+    if value == "auto" and os.environ.get(env, "auto") != "auto":
+        value = os.environ[env]
+        if value not in allowed:
+            raise CascadeError(f"{env}={value!r} is not a {what} (choose from {', '.join(allowed)})")
+    return value
+
+
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The autocast dtype for `precision` on `device`, or None to run in fp32."""
-    if precision not in PRECISIONS:
-        raise CascadeError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
-    if precision == "auto" and os.environ.get(PRECISION_ENV, "auto") != "auto":
-        precision = os.environ[PRECISION_ENV]
-        if precision not in PRECISIONS:
-            raise CascadeError(f"{PRECISION_ENV}={precision!r} is not a precision (choose from {', '.join(PRECISIONS)})")
+    precision = option(precision, PRECISIONS, PRECISION_ENV, "precision")
     if precision == "fp32":
         return None
     if precision == "auto":
