@@ -74,3 +74,16 @@ def test_the_bi_encoder_encodes_passages_fused_as_eager_does_and_queries_always_
     assert (a * b).sum(1).min() > 0.999
     np.testing.assert_array_equal(a, fused.encode(texts[::-1], batch_size=16)[::-1])  # batching changes nothing
     np.testing.assert_array_equal(fused.encode_query("what raises tides?"), eager.encode_query("what raises tides?"))
+
+
+def test_the_cli_backend_flag_sets_what_auto_means_for_the_command(monkeypatch, capsys):
+    from cascade.cli import main
+    from cascade.cli.parser import BACKENDS, build_parser
+
+    assert BACKENDS == backends.BACKENDS
+    monkeypatch.setenv("CASCADE_BACKEND", "auto")  # restored after the test, whatever the command sets
+    assert main(["demo", "--backend", "torch", "--no-rerank"]) == 0
+    assert backends.requested("auto") == "torch"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--backend", "onnx"])
+    assert "invalid choice: 'onnx'" in capsys.readouterr().err

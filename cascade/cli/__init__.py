@@ -21,6 +21,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # recorded in trained models' cards
+    if getattr(args, "backend", None):
+        os.environ["CASCADE_BACKEND"] = args.backend  # what "auto" means for every model this command loads
     args.asked_quiet = getattr(args, "quiet", False)  # a log still gets a line per milestone unless asked not to
     if hasattr(args, "quiet") and not sys.stderr.isatty() and not os.environ.get("CASCADE_PROGRESS"):
         args.quiet = True  # bars are for terminals: a log or a pipe gets none (CASCADE_PROGRESS=1 keeps them)

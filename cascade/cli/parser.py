@@ -138,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "$CASCADE_API_KEY)")
     v.add_argument("--reranker", default=None, metavar="MODEL", help="cross-encoder (default: the bundled one)")
     v.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    add_backend_flag(v)
     v.add_argument("--cache", default="memory", metavar="SPEC",
                    help="score cache for /search: memory (default), none, or redis://host:port/db")
     v.add_argument("--cache-ttl", type=positive, default=DEFAULT_TTL_S, metavar="S", help="Redis TTL (one week)")
@@ -392,9 +393,21 @@ def add_llm_options(p: argparse.ArgumentParser) -> None:
                    help="seconds per LLM call; on timeout or error the previous order is kept, marked degraded (30)")
 
 
+BACKENDS = ("auto", "torch", "fused")  # cascade.models.backends.BACKENDS, named here so --help loads no torch
+
+
+def add_backend_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="how models run on this CPU: torch (eager), fused (traced once, fused by oneDNN Graph), "
+                        "or auto, which measures both the first time a model loads here and keeps the faster "
+                        "one that ranks the same (see `cascade info`); sets CASCADE_BACKEND for this process "
+                        "(default: that variable, else auto)")
+
+
 def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reranker", default=None, metavar="MODEL",
                    help="cross-encoder dir or hub id (default: the bundled cascade-reranker; without it, "
                         "cross-encoder/ms-marco-MiniLM-L-6-v2 from the local HF cache)")
     p.add_argument("--no-rerank", action="store_true", help="first stage only")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    add_backend_flag(p)
