@@ -61,11 +61,11 @@ def row(model: str, variant: str, ref: np.ndarray, other: np.ndarray, groups: np
 
 def measure(texts: list[str], queries: list[str], per_query: int) -> tuple[str, list[dict]]:
     from cascade.models.bi_encoder import Encoder
-    from cascade.models.runtime import tolerance
+    from cascade.models.runtime import dtype_name, tolerance
     from cascade.rerank.cross_encoder import CrossEncoder
 
     encoder = Encoder()
-    precision = "fp32" if encoder.dtype is None else str(encoder.dtype).removeprefix("torch.")
+    precision = dtype_name(encoder.dtype)
     tol = tolerance(encoder.dtype)
     qv = np.stack([encoder.encode_query(q) for q in queries])  # as search encodes them: alone, fp32
     rng = np.random.default_rng(0)

@@ -110,13 +110,14 @@ def encode_rates(cascade, n: int = 1024) -> list[dict]:
     """Bi-encoder passages/s on the index's first `n` passages (what `cascade index` spends its time on), per
     precision and backend, best of two passes after a warm-up one, each against fp32 torch in this run."""
     from cascade.models.bi_encoder import Encoder
+    from cascade.models.runtime import dtype_name
 
     texts = [p.content for p in cascade.index.passages[:n]]
     rows = []
     for precision, backend in (("fp32", "torch"), ("auto", "torch"), ("auto", "fused")):
         encoder = Encoder(precision=precision, backend=backend)
         best = min(timed_calls(lambda t: encoder.encode(t, batch_size=16), [texts, texts])[0])  # after a warm-up pass
-        dtype = "fp32" if encoder.dtype is None else str(encoder.dtype).removeprefix("torch.")
+        dtype = dtype_name(encoder.dtype)
         rows.append({"name": f"bi-encoder {dtype} {encoder.backend}", "passages_per_s": round(n / best * 1000, 1)})
         rows[-1]["speedup_vs_fp32"] = round(rows[-1]["passages_per_s"] / rows[0]["passages_per_s"], 2)
         print(json.dumps(rows[-1]), flush=True)

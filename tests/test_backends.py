@@ -78,7 +78,8 @@ def test_the_bi_encoder_encodes_passages_fused_as_eager_does_and_queries_always_
 
 def test_the_cli_backend_flag_sets_what_auto_means_for_the_command(monkeypatch, capsys):
     from cascade.cli import main
-    from cascade.cli.parser import BACKENDS, build_parser
+    from cascade.cli.options import BACKENDS
+    from cascade.cli.parser import build_parser
 
     assert BACKENDS == backends.BACKENDS
     monkeypatch.setenv("CASCADE_BACKEND", "auto")  # restored after the test, whatever the command sets

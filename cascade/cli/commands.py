@@ -9,7 +9,7 @@ import sys
 
 from cascade.cli.format import print_json
 from cascade.cli.info import cmd_info
-from cascade.cli.parser import flag
+from cascade.cli.options import flag
 from cascade.errors import CascadeError
 from cascade.evaluate.chains import STAGES as EVAL_STAGES
 from cascade.settings import NAMES, STAGE_DEPTHS, UNBUDGETED, SearchSettings, SettingError

@@ -65,7 +65,7 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(f"{name}: {source}")
     backends = report["backends"]
     if backends["forced"]:
-        print(f"cross-encoder backend: {backends['forced']} ({BACKEND_ENV})")
+        print(f"model backend: {backends['forced']} ({BACKEND_ENV})")
     for model, verdict in backends["measured"].items():
         what = "bi-encoder passages" if model.startswith("encoder:") else "cross-encoder"
         print(f"{what} backend for {model.removeprefix('encoder:')}: {verdict['backend']} (fused "

@@ -1,4 +1,5 @@
-"""How a loaded cross-encoder runs on this machine: eager PyTorch, or traced once and fused by oneDNN Graph.
+"""How a loaded model runs on this machine: eager PyTorch, or traced once and fused by oneDNN Graph (the
+cross-encoder's pairs and the bi-encoder's passages; a search's query always runs eager in fp32).
 
 Eager bf16 on the 2-core AMX CPU spends 35% of a 30-pair rerank in matmuls, 24% in attention, 20% in GELU
 and 10% in copies (torch.profiler): element-wise work and memory traffic, not arithmetic. Tracing the model
@@ -36,7 +37,7 @@ from cascade.errors import CascadeError
 from cascade.models.runtime import option
 
 BACKENDS = ("auto", "torch", "fused")
-BACKEND_ENV = "CASCADE_BACKEND"  # what "auto" means for every cross-encoder in the process
+BACKEND_ENV = "CASCADE_BACKEND"  # what "auto" means for every model in the process
 MIN_GAIN = 1.1  # fused must be this much faster than eager to be chosen
 MIN_AGREEMENT = 0.99  # ... and rank the probe pairs this much like eager (Spearman)
 KEPT = 64  # verdicts cached, the most recent (models loaded from temporary folders would pile up)
@@ -127,13 +128,10 @@ def fused(model: torch.nn.Module, example: dict, output: str = "logits") -> Fuse
     return Fused(graph, keys)
 
 
-def _median_ms(forward: Forward, features: dict, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        forward(features)
-        times.append((time.perf_counter() - start) * 1000)
-    return float(np.median(times))
+def _ms(forward: Forward, features: dict) -> float:
+    start = time.perf_counter()
+    forward(features)
+    return (time.perf_counter() - start) * 1000
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -150,8 +148,8 @@ def probe(plain: Forward, fast: Forward, timing: dict, pairs: list[dict], reps: 
         fast(timing)
     plain_ms = fused_ms = 0.0
     for _ in range(reps):
-        plain_ms += _median_ms(plain, timing, 1)
-        fused_ms += _median_ms(fast, timing, 1)
+        plain_ms += _ms(plain, timing)
+        fused_ms += _ms(fast, timing)
     speedup = plain_ms / fused_ms
     a = np.concatenate([plain(f).float().reshape(-1).numpy() for f in pairs])
     b = np.concatenate([fast(f).float().reshape(-1).numpy() for f in pairs])
@@ -205,7 +203,8 @@ def probe_pairs(queries: int = 1) -> list[list[tuple[str, str]]]:
     from importlib import resources
 
     asked = json.loads((resources.files("cascade") / "data" / "demo_queries.json").read_text(encoding="utf-8"))
-    return [[(q["query"], t) for t in probe_texts()] for q in asked[:queries]]
+    texts = probe_texts()
+    return [[(q["query"], t) for t in texts] for q in asked[:queries]]
 
 
 def verdicts_path() -> Path:

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from cascade.errors import CascadeError
 from cascade.models import backends
 from cascade.models.hub import DEFAULT_ENCODER, resolve
-from cascade.models.runtime import autocast_dtype, length_sorted_batches, load_model, padded_groups, pick_device
+from cascade.models.runtime import autocast_dtype, dtype_name, length_sorted_batches, load_model, padded_groups, pick_device
 
 
 class Encoder:
@@ -53,7 +53,7 @@ class Encoder:
         if self._passage_forward is None:
             model = self.model if self.dtype is None else copy.deepcopy(self.model).to(self.dtype)
             plain = backends.eager(model, "last_hidden_state")
-            signature = f"encoder:{self.model_id}@{self.max_length}:{'fp32' if self.dtype is None else str(self.dtype)[6:]}"
+            signature = f"encoder:{self.model_id}@{self.max_length}:{dtype_name(self.dtype)}"
             texts = backends.probe_texts()
             self._passage_forward, self.backend, self.verdict = backends.select(
                 self.backend, signature, model, plain, self._padded(["warm up " * self.max_length, "short"]),
@@ -85,10 +85,10 @@ class Encoder:
         (`cascade.models.runtime`). Passages run at the model's precision; `query=True` runs fp32. `on_batch` is
         told how many texts each batch encoded (a caller's progress bar moves per batch, not per call)."""
         dtype = None if query else self.dtype
-        forward = backends.eager(self.model, "last_hidden_state") if query else self.passage_forward()
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
+        forward = backends.eager(self.model, "last_hidden_state") if query else self.passage_forward()
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
         ids = enc["input_ids"]
         bar = tqdm(total=len(texts), desc="encoding passages", unit="psg", disable=not progress)

@@ -103,6 +103,11 @@ def compute_in(model: torch.nn.Module, dtype: torch.dtype | None) -> contextlib.
     return torch.autocast(device_type=weight.device.type, dtype=dtype)
 
 
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """"fp32" for None (no reduced precision), else torch's name without "torch." ("bfloat16")."""
+    return "fp32" if dtype is None else str(dtype).removeprefix("torch.")
+
+
 def tolerance(dtype: torch.dtype | None) -> float:
     """How far batching may move a score of order 1 (a cosine, a logit) at compute dtype `dtype`.
 

@@ -13,6 +13,7 @@ from cascade.models.hub import read_config, resolve
 from cascade.models.runtime import (
     autocast_dtype,
     compute_in,
+    dtype_name,
     load_model,
     padded_groups,
     padded_length,
@@ -116,7 +117,7 @@ class CrossEncoder(Reranker):
 
     @property
     def _signature(self) -> str:
-        return f"{self.model_id}@{self.max_length}:{'fp32' if self.dtype is None else str(self.dtype)[6:]}"
+        return f"{self.model_id}@{self.max_length}:{dtype_name(self.dtype)}"
 
     def use_backend(self, backend: str) -> None:
         """Run the model as `backend` says ("fused", or "auto": the cached or freshly probed verdict for this
