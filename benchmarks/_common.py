@@ -30,7 +30,13 @@ def splice_readme(marker: str, table: str) -> None:
 
 
 def publish(name: str, data: Any, table: str, marker: str | None = None) -> None:
-    """Write RESULTS/name.json and RESULTS/name.md, and splice `table` into the README's `marker` block if given."""
+    """Write RESULTS/name.json and RESULTS/name.md, and splice `table` into the README's `marker` block if given.
+    A table whose data records the machine but whose text does not name its CPU gets a line that does: a figure
+    means little without the CPU it came from."""
+    measured = data.get("machine") if isinstance(data, dict) else None
+    if isinstance(measured, dict) and measured.get("cpu") and measured["cpu"] not in table:
+        flags = ", ".join(measured.get("flags") or []) or "none of AMX, AVX512-BF16, VNNI, AVX2 found"
+        table = f"{table.rstrip()}\n\nMeasured on {measured['cpu']}, {measured.get('cores')} cores ({flags}).\n"
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write(RESULTS / f"{name}.json", json.dumps(data, indent=2) + "\n")
     atomic_write(RESULTS / f"{name}.md", table)
