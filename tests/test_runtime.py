@@ -88,3 +88,20 @@ def test_info_reports_the_machine_and_the_precision_chosen_from_it(capsys, monke
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "cpu, fp32" in out and "CASCADE_PRECISION=fp32" in out and "speed flags:" in out
+
+
+def test_an_isa_cap_makes_cascade_choose_as_the_lesser_cpu_would(capsys, monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN off AMX and AVX512: flags above the cap are hidden and bf16,
+    which would then run without its units, is not chosen."""
+    from cascade.cli import main
+    from cascade.machine import cpu_flags
+    from cascade.models.runtime import autocast_dtype, cpu_has_fast_bf16
+
+    monkeypatch.delenv("CASCADE_PRECISION", raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert set(cpu_flags()) <= {"avx2"} and not cpu_has_fast_bf16()
+    assert autocast_dtype(torch.device("cpu")) is None
+    assert main(["info"]) == 0
+    assert "capped at AVX2 by ONEDNN_MAX_CPU_ISA" in capsys.readouterr().out
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert "amx_bf16" not in cpu_flags() and set(cpu_flags()) <= {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}

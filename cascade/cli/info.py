@@ -53,11 +53,12 @@ def cmd_info(args: argparse.Namespace) -> None:
     if args.json:
         print_json(report)
         return
-    compute, runtimes = report["compute"], {k: v for k, v in machine.items() if k not in ("cpu", "cores", "flags",
-                                                                                           "python")}
+    skip = ("cpu", "cores", "flags", "isa_cap", "python")
+    compute, runtimes = report["compute"], {k: v for k, v in machine.items() if k not in skip}
     print(f"cascade {__version__} (Python {machine['python']})")
     print(f"CPU: {machine['cpu']}, {machine['cores']} cores")
-    print(f"speed flags: {' '.join(machine['flags']) or 'none found'}")
+    capped = f" (capped at {machine['isa_cap']} by ONEDNN_MAX_CPU_ISA)" if machine["isa_cap"] else ""
+    print(f"speed flags: {' '.join(machine['flags']) or 'none found'}{capped}")
     print(f"models run on: {compute['device']}, {compute['precision']}, {compute['threads']} threads "
           f"({compute['why']})")
     print("runtimes: " + "; ".join(f"{name} {version or 'not installed'}" for name, version in runtimes.items()))

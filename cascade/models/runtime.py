@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from cascade.errors import CascadeError
+from cascade.machine import cpu_flags, isa_cap
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 PRECISION_ENV = "CASCADE_PRECISION"  # what "auto" means for every model in the process, e.g. fp32 for bit-stable runs
@@ -51,8 +52,11 @@ def pick_device(device: str | None = None) -> torch.device:
 
 
 def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with native bf16 matmuls (AMX or AVX512-BF16), where bf16 is ~3x fp32."""
+    """True on CPUs with native bf16 matmuls (AMX or AVX512-BF16), where bf16 is ~3x fp32, unless an ISA cap
+    (`cascade.machine.isa_cap`) keeps oneDNN from using them."""
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    if isa_cap() and not {"amx_bf16", "avx512_bf16"} & set(cpu_flags()):
+        return False
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
