@@ -161,6 +161,8 @@ def test_distill_cli_trains_a_smaller_student_from_cached_teacher_scores(scifact
     student = CrossEncoder(str(out))
     assert student.model.config.num_hidden_layers == 2
     assert "Distilled from" in (out / "README.md").read_text()
+    assert main([*args[:3], "--layers", "5", *args[5:]]) == 2  # deeper than the teacher: refused before any work
+    assert "--layers 5: the teacher" in (err := capsys.readouterr().err) and "has 4 layers" in err
 
     config = TrainConfig(out=str(out), base=str(teacher), max_negatives=6, max_length=96)
     data = prepare([scifact_train_slice], config, progress=False)

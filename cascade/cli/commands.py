@@ -359,9 +359,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
-    from cascade.models.hub import resolve
+    from cascade.models.hub import read_config, resolve
 
     teacher = resolve(args.teacher)
+    depth = read_config(teacher).get("num_hidden_layers")
+    if depth and args.layers > depth:  # said before minutes of data preparation and teacher scoring, not after
+        raise CascadeError(f"--layers {args.layers}: the teacher {args.teacher} has {depth} layers; a student keeps "
+                           "at most that many")
     config = training_config(args, base=teacher)
     run_training(args, config, teacher=teacher)
 

@@ -253,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example:\n  cascade distill --teacher ./my-reranker --layers 3 "
                               "../shared/data/beir/scifact --out ./my-student")
     k.add_argument("--teacher", required=True, help="the trained cross-encoder to distil (path or hub id)")
-    k.add_argument("--layers", type=positive, choices=(2, 3, 4), required=True, help="student layers (2, 3 or 4)")
+    k.add_argument("--layers", type=positive, required=True,
+                   help="student layers, at most the teacher's: 2-4 for a faster student; the teacher's own depth "
+                        "re-learns its scores on more queries than the labels cover (self-distillation)")
     k.add_argument("--distill-loss", choices=("margin-mse", "kl"), default="margin-mse",
                    help="margin-mse: match the teacher's positive-negative margins; kl: its list distributions")
     k.add_argument("--label-weight", type=float, default=0.0, help="share of the label loss, 0..1 (0)")
