@@ -38,6 +38,7 @@ def main() -> None:
     from cascade.settings import SearchSettings
 
     DEFAULT_BUDGET_MS = SearchSettings().budget_ms
+    from cascade.pipeline import index_pair_tokens
     from cascade.rerank import CrossEncoder
 
     rows = []
@@ -45,7 +46,7 @@ def main() -> None:
         cascade = open_cascade(DATA / name, None, None, progress=False)
         queries, qrels = dev_split(name)
         for model in BUNDLED_RERANKERS:
-            cascade.reranker = CrossEncoder(model)
+            cascade.reranker = CrossEncoder(model, fit=index_pair_tokens(cascade.index.manifest))  # as search loads it
             row = {"dataset": name, "queries": len(queries), "reranker": model}
             for label, budget in (("no budget", None), ("budget", DEFAULT_BUDGET_MS)):
                 runs, total, scored = {}, [], []

@@ -7,7 +7,8 @@ On the same hybrid top-D candidates of the first N SciFact test queries (D = 30 
     with the same weights (the bundled cascade-reranker): "the same model run the slow way";
   * Cascade's CrossEncoder in each configuration: precision, token budget (max_length), batch size, and
     backend (eager torch, or fused by oneDNN Graph: `cascade.models.backends`), and the bundled student;
-  * the full search path with its default 200 ms budget (how many candidates fit, the quality that keeps);
+  * the full search path with its default 200 ms budget (how many candidates fit, the quality that keeps), with
+    the default reranker and with each --extra one (`--reranker cascade-reranker-fast`);
   * warm score-cache hits (in-process and Redis, when redis-server is installed);
 and reports p50/p95 ms per query, pairs/s and nDCG@10 for each row. Ratios are against the baseline
 measured in this run. The default token window is the one search uses on this index (fitted to its
@@ -149,7 +150,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA / "scifact")
     parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--model", default="cascade-reranker")
+    parser.add_argument("--model", default="cascade-reranker",
+                        help="the model every configuration row times, and the baseline's weights")
     parser.add_argument("--extra", nargs="*", default=["cascade-reranker-fast"],
                         help="more cross-encoders to time at the default settings (default: the bundled student)")
     args = parser.parse_args()
@@ -161,6 +163,7 @@ def main() -> None:
     from cascade.evaluate.runner import open_cascade
     from cascade.models.hub import resolve
     from cascade.pipeline import index_pair_tokens
+    from cascade.rerank import load_reranker
     from cascade.settings import SearchSettings
 
     DEFAULT_BUDGET_MS = SearchSettings().budget_ms
@@ -185,6 +188,11 @@ def main() -> None:
     assert next(baseline.model.parameters()).dtype == torch.float32
     rows.append(time_predict("baseline: sentence-transformers CrossEncoder, fp32, max_length 512, batch 32",
                              lambda p: baseline.predict(p, batch_size=32, show_progress_bar=False), *common, depth=30))
+    for extra in args.extra:  # the seeds' recipe on the smaller models' weights too: what their users would run
+        slow = STCrossEncoder(str(resolve(extra)), device="cpu", max_length=512, model_kwargs={"dtype": torch.float32})
+        rows.append(time_predict(f"{Path(extra).name} weights in sentence-transformers, fp32, max_length 512, batch 32",
+                                 lambda p, slow=slow: slow.predict(p, batch_size=32, show_progress_bar=False), *common,
+                                 depth=30))
 
     fp32 = CrossEncoder(args.model, precision="fp32", max_length=512, backend="torch")
     rows.append(time_predict("cascade fp32 torch, max_length 512, batch 8",
@@ -208,16 +216,23 @@ def main() -> None:
                                      lambda p, ce=ce: ce.predict(p, batch_size=batch, raw_scores=True), *common,
                                      depth=depth))
 
-    cascade.reranker = default
+    searched = load_reranker(fit=fit).reranker  # the default reranker, loaded as search loads it
     scored = {}
-    for depth in (30, 100):
-        row, runs = time_search(f"search path, budget {DEFAULT_BUDGET_MS:g} ms (default), {default.backend}, "
-                                f"max_length {default_len}, batch {batch}",
-                                *common[:4], depth=depth, budget_ms=DEFAULT_BUDGET_MS,
-                                note="pairs/s counts scored pairs")
-        rows.append(row)
-        scored[str(depth)] = {"mean_scored": round(float(np.mean([r.statuses["rerank"]["scored"] for r in runs])), 1),
-                         "degraded_share": round(float(np.mean([r.statuses["rerank"]["degraded"] for r in runs])), 3)}
+    others = [CrossEncoder(extra, fit=fit) for extra in args.extra]
+    for reranker, depths in ((searched, (30, 100)), *((other, (30,)) for other in others)):
+        cascade.reranker = reranker
+        for depth in depths:
+            row, runs = time_search(f"search path, {Path(reranker.model_id).name}"
+                                    f"{' (default)' if reranker is searched else ''}, budget {DEFAULT_BUDGET_MS:g} ms, "
+                                    f"{reranker.backend}, max_length {reranker.max_length}, batch {batch}",
+                                    *common[:4], depth=depth, budget_ms=DEFAULT_BUDGET_MS,
+                                    note="pairs/s counts scored pairs")
+            rows.append(row)
+            if reranker is searched:
+                scored[str(depth)] = {
+                    "mean_scored": round(float(np.mean([r.statuses["rerank"]["scored"] for r in runs])), 1),
+                    "degraded_share": round(float(np.mean([r.statuses["rerank"]["degraded"] for r in runs])), 3)}
+    cascade.reranker = searched
 
     cache_rows = {}
     cascade.cache = MemoryCache()
@@ -241,6 +256,7 @@ def main() -> None:
     report = {
         "machine": {**machine(), "threads": torch.get_num_threads()},
         "data": str(args.data), "queries": len(qids), "model": args.model, "default_max_length": default_len,
+        "default_reranker": searched.model_id,
         "auto": {"backend": default.backend, **(vars(default.verdict) if default.verdict else {})},
         "passage_words": cascade.index.manifest["settings"]["passage_words"],
         "rows": [dict(r.summary(), speedup_vs_baseline_p50=round(base["p50_ms"] / r.summary()["p50_ms"], 1)
@@ -266,7 +282,8 @@ def render(r: dict) -> str:
         lines.append(f"| {row['name']} | {row['depth']} | {row['p50_ms']} | {row['p95_ms']} | {row['pairs_per_s']} | "
                      f"{row['ndcg@10']:.4f} | {speed} |")
     b = r["budget"]
-    lines += ["", f"With the default 200 ms budget the search path scored {b['30']['mean_scored']} of 30 candidates "
+    lines += ["", f"The search path runs the default reranker, `{r['default_reranker']}`. "
+              f"With the default 200 ms budget it scored {b['30']['mean_scored']} of 30 candidates "
               f"on average (degraded on {100 * b['30']['degraded_share']:.0f}% of queries) and "
               f"{b['100']['mean_scored']} of 100 ({100 * b['100']['degraded_share']:.0f}%); its latency column is "
               "the rerank stage only. Cache rows time a repeated query's rerank stage. Passages: "

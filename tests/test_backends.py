@@ -64,6 +64,22 @@ def test_auto_measures_once_per_machine_and_model_and_keeps_the_verdict(tiny_ce,
     assert CrossEncoder(str(tiny_ce), warm_up=False).verdict.why != "slower here"
 
 
+def test_a_model_retrained_into_the_same_folder_is_a_new_model_to_caches_and_verdicts(tmp_path, monkeypatch):
+    from tests.conftest import make_cross_encoder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("CASCADE_BACKEND", raising=False)
+    folder = make_cross_encoder(tmp_path / "model", seed=0)
+    first, same = CrossEncoder(str(folder), warm_up=False), CrossEncoder(str(folder), warm_up=False)
+    assert first.signature == same.signature and f"{folder}#" in first.signature
+    make_cross_encoder(folder, seed=1)  # retrained in place: same id, other weights
+    again = CrossEncoder(str(folder), warm_up=False)
+    assert again.signature.split("@")[0] != first.signature.split("@")[0]
+    assert not np.allclose(first.predict(PAIRS[:3], raw_scores=True), again.predict(PAIRS[:3], raw_scores=True))
+    verdicts = json.loads((tmp_path / "cache" / "cascade" / "backends.json").read_text())
+    assert len(verdicts) == 2  # the new weights were measured, not judged by the old ones' verdict
+
+
 def test_the_bi_encoder_encodes_passages_fused_as_eager_does_and_queries_always_eager():
     from cascade.models.bi_encoder import Encoder
 

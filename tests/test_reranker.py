@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import numpy as np
@@ -173,4 +174,5 @@ def test_bundled_model_cards_say_what_the_hub_needs(name):
     card = (bundled_path(name) / "README.md").read_text()
     front = card.split("---")[1]
     assert "pipeline_tag: text-ranking" in front and "base_model: sentence-transformers/all-MiniLM-L6-v2" in front
-    assert "Max length 256 tokens" in card and f'CrossEncoder("{name}")' in card
+    window = json.loads((bundled_path(name) / "tokenizer_config.json").read_text())["model_max_length"]
+    assert f"Max length {window} tokens" in card and f'CrossEncoder("{name}")' in card

@@ -18,7 +18,15 @@ from tqdm.auto import tqdm
 from cascade.errors import CascadeError
 from cascade.models import backends
 from cascade.models.hub import DEFAULT_ENCODER, resolve
-from cascade.models.runtime import autocast_dtype, dtype_name, length_sorted_batches, load_model, padded_groups, pick_device
+from cascade.models.runtime import (
+    autocast_dtype,
+    dtype_name,
+    length_sorted_batches,
+    load_model,
+    padded_groups,
+    pick_device,
+    weights_fingerprint,
+)
 
 
 class Encoder:
@@ -53,7 +61,8 @@ class Encoder:
         if self._passage_forward is None:
             model = self.model if self.dtype is None else copy.deepcopy(self.model).to(self.dtype)
             plain = backends.eager(model, "last_hidden_state")
-            signature = f"encoder:{self.model_id}@{self.max_length}:{dtype_name(self.dtype)}"
+            weights = weights_fingerprint(self.path)
+            signature = f"encoder:{self.model_id}#{weights}@{self.max_length}:{dtype_name(self.dtype)}"
             texts = backends.probe_texts()
             self._passage_forward, self.backend, self.verdict = backends.select(
                 self.backend, signature, model, plain, self._padded(["warm up " * self.max_length, "short"]),

@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import os
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -190,6 +191,32 @@ def load_model(auto_class: str, path: str, name: str, what: str, device: torch.d
 
 def _inputs_to_fp32(module, args):
     return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+
+WEIGHT_FILES = ("*.safetensors", "*.bin")
+EDGE = 1 << 20  # bytes read from each end of a weight file
+
+
+def weights_fingerprint(path: str | Path) -> str:
+    """Which weights a model folder holds, hashed: its config and, per weight file, the size and the first and
+    last MiB (a retrained model differs throughout; 2 MiB read per file, not the whole file). Part of the
+    reranker's signature, so a model retrained into the same folder neither reuses cached scores nor the
+    backend verdict measured on its predecessor. "" for what is not a folder (a model held in memory)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return ""
+    digest = hashlib.sha256()
+    config = folder / "config.json"
+    if config.is_file():
+        digest.update(config.read_bytes())
+    for file in sorted({f for pattern in WEIGHT_FILES for f in folder.glob(pattern)}):
+        size = file.stat().st_size
+        digest.update(f"{file.name}:{size}".encode())
+        with file.open("rb") as f:
+            digest.update(f.read(EDGE))
+            f.seek(max(0, size - EDGE))
+            digest.update(f.read(EDGE))
+    return digest.hexdigest()[:10]
 
 
 def tokenizer_fingerprint(tokenizer) -> str | None:

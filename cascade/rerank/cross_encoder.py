@@ -19,6 +19,7 @@ from cascade.models.runtime import (
     padded_length,
     pick_device,
     tokenizer_fingerprint,
+    weights_fingerprint,
 )
 from cascade.rerank.base import Encoded, Reranker
 from cascade.rerank.budget import CostModel
@@ -76,6 +77,7 @@ class CrossEncoder(Reranker):
         wanted = backends.requested(backend)
         self.path = resolve(model)
         check_cross_encoder_config(model, read_config(self.path))
+        self.weights = weights_fingerprint(self.path)
         self.device = pick_device(device)
         self.dtype = autocast_dtype(self.device, precision)
         self.tokenizer, self.model = load_model("AutoModelForSequenceClassification", self.path, model, "reranker",
@@ -99,6 +101,7 @@ class CrossEncoder(Reranker):
         are: it runs under autocast), without reloading it."""
         self = cls.__new__(cls)
         self.model_id = self.path = model_id
+        self.weights = ""  # in memory, changing as it trains: never cached across processes
         self.model, self.tokenizer = model, tokenizer
         self.device = next(model.parameters()).device
         self.dtype = autocast_dtype(self.device, precision)
@@ -111,13 +114,15 @@ class CrossEncoder(Reranker):
 
     @property
     def signature(self) -> str:
-        """Model, truncation, precision and backend: a bf16 score is not served to an fp32 process from a shared
-        cache, nor a fused one to an eager one."""
+        """Model (its id and which weights it holds), truncation, precision and backend: a bf16 score is not
+        served to an fp32 process from a shared cache, nor a fused one to an eager one, nor an old model's
+        score once the folder holds a retrained one."""
         return self._signature + ("+fused" if self.backend == "fused" else "")
 
     @property
     def _signature(self) -> str:
-        return f"{self.model_id}@{self.max_length}:{dtype_name(self.dtype)}"
+        weights = f"#{self.weights}" if self.weights else ""
+        return f"{self.model_id}{weights}@{self.max_length}:{dtype_name(self.dtype)}"
 
     def use_backend(self, backend: str) -> None:
         """Run the model as `backend` says ("fused", or "auto": the cached or freshly probed verdict for this
