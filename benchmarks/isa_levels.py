@@ -66,10 +66,10 @@ def measure(queries: int) -> dict:
             if backend == "auto":
                 verdicts[model] = {"backend": ce.backend, **(vars(ce.verdict) if ce.verdict else {})}
                 continue
-            rows.append(time_predict(f"{model} {dtype_name(ce.dtype)} {backend}, max_length {ce.max_length}, batch 32",
+            rows.append(time_predict(f"{model} {backend}, max_length {ce.max_length}, batch 32",
                                      lambda p, ce=ce: ce.predict(p, batch_size=32, raw_scores=True), *common, depth=30))
     base = rows[0].summary()["p50_ms"]
-    return {"machine": machine(), "threads": torch.get_num_threads(), "auto": verdicts,
+    return {"machine": machine(), "threads": torch.get_num_threads(), "precision": dtype_name(ce.dtype), "auto": verdicts,
             "rows": [dict(r.summary(), speedup=round(base / r.summary()["p50_ms"], 1)) for r in rows],
             "encoding": encode_rates(cascade, n=256)}
 
@@ -95,11 +95,10 @@ def render(levels: dict, queries: int) -> str:
              "its kernels capped at that instruction set (an emulation: compare within a column). "
              + "; ".join(head) + ".", "",
              "| configuration | " + " | ".join(names) + " | nDCG@10 |", "|---|" + "---:|" * (len(names) + 1)]
-    by_name: dict[str, dict] = {}
+    by_name: dict[str, dict] = {}  # one line per configuration, whatever precision each level ran it in
     for level in names:
         for row in levels[level]["rows"]:
-            key = row["name"].replace(" bf16 ", " ").replace(" fp32 ", " ") if "cascade" in row["name"] else row["name"]
-            by_name.setdefault(key, {})[level] = row
+            by_name.setdefault(row["name"], {})[level] = row
     for key, cells in by_name.items():
         ndcg = "/".join(sorted({f"{c['ndcg@10']:.4f}" for c in cells.values()}))
         lines.append(f"| {key} | " + " | ".join(
@@ -110,10 +109,10 @@ def render(levels: dict, queries: int) -> str:
               "|---|---|---|---|---|"]
     for level in names:
         data = levels[level]
-        precision = next((r["name"].split()[1] for r in data["rows"] if r["name"].startswith("cascade-reranker ")), "")
-        auto = [f"{v['backend']} ({v.get('speedup')}x)" for v in data["auto"].values()]
+        auto = {model: f"{v['backend']} ({v.get('speedup')}x)" for model, v in data["auto"].items()}
         enc = " -> ".join(str(e["passages_per_s"]) for e in data["encoding"])
-        lines.append(f"| {level} | {precision} | {auto[0]} | {auto[1]} | {enc} |")
+        lines.append(f"| {level} | {data['precision']} | {auto['cascade-reranker']} | {auto['cascade-reranker-fast']} "
+                     f"| {enc} |")
     return "\n".join(lines) + "\n"
 
 
