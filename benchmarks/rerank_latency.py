@@ -209,8 +209,8 @@ def main() -> None:
                 rows.append(time_predict(f"cascade bf16 {backend}, max_length {default_len}, batch {bs}{label}",
                                          lambda p, ce=ce, bs=bs: ce.predict(p, batch_size=bs, raw_scores=True),
                                          *common, depth=depth))
-    for extra in args.extra:
-        ce = CrossEncoder(extra, fit=fit)
+    others = [CrossEncoder(extra, fit=fit) for extra in args.extra]  # timed bare here, on the search path below
+    for extra, ce in zip(args.extra, others):
         for depth in (30, 100):
             rows.append(time_predict(f"{Path(extra).name} bf16 {ce.backend}, max_length {ce.max_length}, batch {batch}",
                                      lambda p, ce=ce: ce.predict(p, batch_size=batch, raw_scores=True), *common,
@@ -218,7 +218,6 @@ def main() -> None:
 
     searched = load_reranker(fit=fit).reranker  # the default reranker, loaded as search loads it
     scored = {}
-    others = [CrossEncoder(extra, fit=fit) for extra in args.extra]
     for reranker, depths in ((searched, (30, 100)), *((other, (30,)) for other in others)):
         cascade.reranker = reranker
         for depth in depths:

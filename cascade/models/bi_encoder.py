@@ -20,9 +20,9 @@ from cascade.models import backends
 from cascade.models.hub import DEFAULT_ENCODER, resolve
 from cascade.models.runtime import (
     autocast_dtype,
-    dtype_name,
     length_sorted_batches,
     load_model,
+    model_signature,
     padded_groups,
     pick_device,
     weights_fingerprint,
@@ -61,8 +61,8 @@ class Encoder:
         if self._passage_forward is None:
             model = self.model if self.dtype is None else copy.deepcopy(self.model).to(self.dtype)
             plain = backends.eager(model, "last_hidden_state")
-            weights = weights_fingerprint(self.path)
-            signature = f"encoder:{self.model_id}#{weights}@{self.max_length}:{dtype_name(self.dtype)}"
+            signature = "encoder:" + model_signature(self.model_id, weights_fingerprint(self.path), self.max_length,
+                                                     self.dtype)
             texts = backends.probe_texts()
             self._passage_forward, self.backend, self.verdict = backends.select(
                 self.backend, signature, model, plain, self._padded(["warm up " * self.max_length, "short"]),

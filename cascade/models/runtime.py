@@ -219,6 +219,12 @@ def weights_fingerprint(path: str | Path) -> str:
     return digest.hexdigest()[:10]
 
 
+def model_signature(model_id: str, weights: str, max_length: int, dtype: torch.dtype | None) -> str:
+    """What a model's outputs depend on besides its input: id, weights (`weights_fingerprint`), window and
+    compute dtype. Keys score caches and backend verdicts."""
+    return f"{model_id}{f'#{weights}' if weights else ''}@{max_length}:{dtype_name(dtype)}"
+
+
 def tokenizer_fingerprint(tokenizer) -> str | None:
     """What decides a text's token ids (vocabulary, normalizer, pre-tokenizer), hashed: two tokenizers with
     the same fingerprint give a text the same ids. None without a fast backend (then ids are never shared)."""

@@ -13,8 +13,8 @@ from cascade.models.hub import read_config, resolve
 from cascade.models.runtime import (
     autocast_dtype,
     compute_in,
-    dtype_name,
     load_model,
+    model_signature,
     padded_groups,
     padded_length,
     pick_device,
@@ -121,8 +121,7 @@ class CrossEncoder(Reranker):
 
     @property
     def _signature(self) -> str:
-        weights = f"#{self.weights}" if self.weights else ""
-        return f"{self.model_id}{weights}@{self.max_length}:{dtype_name(self.dtype)}"
+        return model_signature(self.model_id, self.weights, self.max_length, self.dtype)
 
     def use_backend(self, backend: str) -> None:
         """Run the model as `backend` says ("fused", or "auto": the cached or freshly probed verdict for this
