@@ -13,7 +13,9 @@ with a real Zen 4 or AVX2 machine.
 
 Per level, on the hybrid top 30 of the first N SciFact test queries (one call per query): the seeds' recipe
 (sentence-transformers CrossEncoder fp32, max_length 512, batch 32), the bundled teacher and student at the
-window search uses, eager and fused, in the precision `auto` picks there; and the bi-encoder's passages/s.
+window search uses, eager and fused, in the precision `auto` picks there (measured where the level has bf16
+units: `cascade.models.verdicts.precision_verdict`), and eager in fp32 and in bf16 forced, to check that
+pick; and the bi-encoder's passages/s.
 Writes benchmarks/results/isa-levels.{json,md} and the README table.
 """
 
@@ -46,8 +48,11 @@ def measure(queries: int) -> dict:
     from cascade.evaluate.beir import load_split
     from cascade.evaluate.runner import open_cascade
     from cascade.models.hub import resolve
-    from cascade.models.runtime import dtype_name
+    from cascade.models.runtime import cpu_has_fast_bf16, dtype_name
+    from cascade.models.verdicts import forget, precision_verdict
     from cascade.pipeline import index_pair_tokens
+
+    forget()  # this level's verdicts are measured in this run, not read from an earlier one
 
     split = load_split(DATA / "scifact", "test")
     qids = list(split.queries)[:queries]
@@ -68,8 +73,15 @@ def measure(queries: int) -> dict:
                 continue
             rows.append(time_predict(f"{model} {backend}, max_length {ce.max_length}, batch 32",
                                      lambda p, ce=ce: ce.predict(p, batch_size=32, raw_scores=True), *common, depth=30))
+        for precision in ("fp32", "bf16") if cpu_has_fast_bf16() else ():  # what auto's precision probe weighed
+            ce = CrossEncoder(model, fit=fit, backend="torch", precision=precision)
+            rows.append(time_predict(f"{model} torch in {precision} (forced)",
+                                     lambda p, ce=ce: ce.predict(p, batch_size=32, raw_scores=True), *common, depth=30))
     base = rows[0].summary()["p50_ms"]
-    return {"machine": machine(), "threads": torch.get_num_threads(), "precision": dtype_name(ce.dtype), "auto": verdicts,
+    precision = vars(precision_verdict()) if cpu_has_fast_bf16() else {"why": "no bf16 units: fp32, not measured"}
+    return {"machine": machine(), "threads": torch.get_num_threads(),
+            "precision": dict(precision, chosen=dtype_name(CrossEncoder(model, fit=fit, warm_up=False).dtype)),
+            "auto": verdicts,
             "rows": [dict(r.summary(), speedup=round(base / r.summary()["p50_ms"], 1)) for r in rows],
             "encoding": encode_rates(cascade, n=256)}
 
@@ -111,8 +123,8 @@ def render(levels: dict, queries: int) -> str:
         data = levels[level]
         auto = {model: f"{v['backend']} ({v.get('speedup')}x)" for model, v in data["auto"].items()}
         enc = " -> ".join(str(e["passages_per_s"]) for e in data["encoding"])
-        lines.append(f"| {level} | {data['precision']} | {auto['cascade-reranker']} | {auto['cascade-reranker-fast']} "
-                     f"| {enc} |")
+        precision = f"{data['precision']['chosen']} ({data['precision']['why']})"
+        lines.append(f"| {level} | {precision} | {auto['cascade-reranker']} | {auto['cascade-reranker-fast']} | {enc} |")
     return "\n".join(lines) + "\n"
 
 

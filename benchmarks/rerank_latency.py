@@ -162,6 +162,8 @@ def main() -> None:
     from cascade.evaluate.beir import load_split
     from cascade.evaluate.runner import open_cascade
     from cascade.models.hub import resolve
+    from cascade.models.runtime import cpu_has_fast_bf16, dtype_name
+    from cascade.models.verdicts import precision_verdict
     from cascade.pipeline import index_pair_tokens
     from cascade.rerank import load_reranker
     from cascade.settings import SearchSettings
@@ -257,6 +259,8 @@ def main() -> None:
         "data": str(args.data), "queries": len(qids), "model": args.model, "default_max_length": default_len,
         "default_reranker": searched.model_id,
         "auto": {"backend": default.backend, **(vars(default.verdict) if default.verdict else {})},
+        "precision": {"chosen": dtype_name(default.dtype),
+                      **(vars(precision_verdict()) if cpu_has_fast_bf16() else {})},
         "passage_words": cascade.index.manifest["settings"]["passage_words"],
         "rows": [dict(r.summary(), speedup_vs_baseline_p50=round(base["p50_ms"] / r.summary()["p50_ms"], 1)
                       if r.depth == 30 else None) for r in rows],
@@ -289,8 +293,10 @@ def render(r: dict) -> str:
               f"{r['passage_words']} words; the default window ({r['default_max_length']} tokens) was chosen with "
               "that length on dev (benchmarks/passage_window_dev.py).", "",
               f"`--backend auto` chose **{r['auto']['backend']}** on this machine "
-              f"(its probe at load: fused {r['auto'].get('speedup')}x eager on 30 full-window pairs, Spearman "
-              f"{r['auto'].get('agreement')} on the demo pairs: {r['auto'].get('why')}).", "",
+              f"(its probe at load: fused {r['auto'].get('speedup')}x eager on 30 demo pairs scored as search scores "
+              f"them, Spearman {r['auto'].get('agreement')} on the demo pairs: {r['auto'].get('why')}); models ran in "
+              f"**{r['precision']['chosen']}** ({r['precision'].get('why', 'no bf16 units: fp32, not measured')}).",
+              "",
               "Index encoding, the bi-encoder on 1,024 of the index's passages (batch 16, best of two passes):", "",
               "| configuration | passages/s | vs fp32 |", "|---|---:|---:|",
               *[f"| {e['name']} | {e['passages_per_s']} | {e['speedup_vs_fp32']}x |" for e in r["encoding"]], ""]

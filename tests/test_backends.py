@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cascade import CascadeError, CrossEncoder
-from cascade.models import backends
+from cascade.models import backends, verdicts
 from cascade.models.runtime import tolerance
 from tests.conftest import DOCS
 
@@ -46,12 +46,12 @@ def test_auto_measures_once_per_machine_and_model_and_keeps_the_verdict(tiny_ce,
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("CASCADE_BACKEND", raising=False)
     ce = CrossEncoder(str(tiny_ce), warm_up=False)
-    key = backends.machine_key(ce.signature.removesuffix("+fused"))
+    key = verdicts.machine_key(ce.signature.removesuffix("+fused"))
     stored = json.loads((tmp_path / "cascade" / "backends.json").read_text())
-    assert stored[key]["backend"] == ce.backend == ce.verdict.backend
+    assert stored[key]["choice"] == ce.backend == ce.verdict.choice
     assert stored[key]["speedup"] > 0 and -1 <= stored[key]["agreement"] <= 1 and stored[key]["why"]
     # the next load reads the verdict instead of measuring again
-    stored[key] = {"backend": "torch", "speedup": 0.5, "agreement": 1.0, "why": "slower here"}
+    stored[key] = {"choice": "torch", "speedup": 0.5, "agreement": 1.0, "why": "slower here"}
     (tmp_path / "cascade" / "backends.json").write_text(json.dumps(stored))
     again = CrossEncoder(str(tiny_ce), warm_up=False)
     assert again.backend == "torch" and again.verdict.why == "slower here"
@@ -77,7 +77,8 @@ def test_a_model_retrained_into_the_same_folder_is_a_new_model_to_caches_and_ver
     assert again.signature.split("@")[0] != first.signature.split("@")[0]
     assert not np.allclose(first.predict(PAIRS[:3], raw_scores=True), again.predict(PAIRS[:3], raw_scores=True))
     verdicts = json.loads((tmp_path / "cache" / "cascade" / "backends.json").read_text())
-    assert len(verdicts) == 2  # the new weights were measured, not judged by the old ones' verdict
+    models = [key for key in verdicts if not key.endswith(": precision")]
+    assert len(models) == 2  # the new weights were measured, not judged by the old ones' verdict
 
 
 def test_the_bi_encoder_encodes_passages_fused_as_eager_does_and_queries_always_eager():
@@ -104,3 +105,35 @@ def test_the_cli_backend_flag_sets_what_auto_means_for_the_command(monkeypatch, 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--backend", "onnx"])
     assert "invalid choice: 'onnx'" in capsys.readouterr().err
+
+
+def test_auto_precision_follows_a_verdict_measured_once_per_machine(tmp_path, monkeypatch, capsys):
+    """bf16 units do not make bf16 pay by themselves (without AMX it ran slower than fp32), so where the CPU
+    has them, "auto" times bf16 against fp32 once and keeps the answer; `cascade info --remeasure` forgets it."""
+    import torch
+
+    from cascade.cli import main
+    from cascade.models.runtime import autocast_dtype, cpu_has_fast_bf16
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("CASCADE_PRECISION", raising=False)
+    cache, key = tmp_path / "cascade" / "backends.json", verdicts.machine_key("precision")
+    verdict = verdicts.precision_verdict()  # measured on any CPU when asked
+    stored = json.loads(cache.read_text())[key]
+    assert stored["choice"] == verdict.choice in ("bf16", "fp32") and stored["speedup"] > 0
+    assert "MiniLM-sized layer" in stored["why"]
+    for choice in ("fp32", "bf16"):  # what auto means follows the stored verdict, not the flags alone
+        cache.write_text(json.dumps({key: {"choice": choice, "speedup": 1.0, "why": f"{choice} stored"}}))
+        want = torch.bfloat16 if choice == "bf16" and cpu_has_fast_bf16() else None
+        assert autocast_dtype(torch.device("cpu")) == want
+        assert CrossEncoder("cascade-reranker", backend="torch", warm_up=False).dtype == want
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert ("bf16 stored" in out) == cpu_has_fast_bf16()
+    monkeypatch.setenv("CASCADE_PRECISION", "fp32")  # forced: nothing measured, the verdict stays unused
+    assert autocast_dtype(torch.device("cpu")) is None
+    monkeypatch.delenv("CASCADE_PRECISION")
+    assert main(["info", "--remeasure", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "forgot 1 measured verdict" in captured.err and json.loads(captured.out)["compute"]
+    assert json.loads(cache.read_text()).get(key, {}).get("why") != "bf16 stored"  # gone, or measured anew

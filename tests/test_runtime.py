@@ -75,13 +75,15 @@ def test_info_reports_the_machine_and_the_precision_chosen_from_it(capsys, monke
     from cascade.cli import main
     from cascade.machine import FLAGS
     from cascade.models.runtime import cpu_has_fast_bf16
+    from cascade.models.verdicts import precision_verdict
 
     monkeypatch.delenv("CASCADE_PRECISION", raising=False)
     assert main(["info", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
+    bf16 = cpu_has_fast_bf16() and precision_verdict().choice == "bf16"
     assert set(report["machine"]["flags"]) <= set(FLAGS) and report["machine"]["cores"] >= 1
     assert report["machine"]["torch"] == torch.__version__ and report["machine"]["python"]
-    assert report["compute"]["precision"] == ("bf16" if cpu_has_fast_bf16() else "fp32")
+    assert report["compute"]["precision"] == ("bf16" if bf16 else "fp32")
     assert report["compute"]["threads"] == torch.get_num_threads()
     assert all(Path(path, "config.json").is_file() for path in report["models"].values())  # all installed here
     monkeypatch.setenv("CASCADE_PRECISION", "fp32")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from dataclasses import asdict
 
 from cascade.cli.format import print_json
 
@@ -26,7 +28,9 @@ def precision_choice() -> dict:
     elif device.type == "cuda":
         why = "CUDA"
     elif cpu_has_fast_bf16():
-        why = "the CPU has bf16 matmul units (AMX or AVX512-BF16): bf16 is ~3x fp32"
+        from cascade.models.verdicts import precision_verdict
+
+        why = f"the CPU has bf16 matmul units (AMX or AVX512-BF16); measured here: {precision_verdict().why}"
     else:
         why = "no bf16 matmul units on this CPU: bf16 would be slower than fp32"
     return {"device": str(device), "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype],
@@ -46,15 +50,21 @@ def cmd_info(args: argparse.Namespace) -> None:
     from cascade.machine import describe
 
     machine = describe()
-    from cascade.models.backends import BACKEND_ENV, here
+    from cascade.models.backends import BACKEND_ENV
+    from cascade.models.verdicts import forget, here
 
-    report = {"cascade": __version__, "machine": machine, "compute": precision_choice(), "models": model_sources(),
-              "backends": {"forced": os.environ.get(BACKEND_ENV) or None, "measured": here()}}
+    if args.remeasure:
+        print(f"forgot {forget()} measured verdict(s) for this machine: the next model load measures again",
+              file=sys.stderr)
+    compute = precision_choice()  # measures the precision first where --remeasure forgot it
+    measured = {model: asdict(verdict) for model, verdict in here().items()}
+    report = {"cascade": __version__, "machine": machine, "compute": compute, "models": model_sources(),
+              "backends": {"forced": os.environ.get(BACKEND_ENV) or None, "measured": measured}}
     if args.json:
         print_json(report)
         return
     skip = ("cpu", "cores", "flags", "isa_cap", "python")
-    compute, runtimes = report["compute"], {k: v for k, v in machine.items() if k not in skip}
+    runtimes = {k: v for k, v in machine.items() if k not in skip}
     print(f"cascade {__version__} (Python {machine['python']})")
     print(f"CPU: {machine['cpu']}, {machine['cores']} cores")
     capped = f" (capped at {machine['isa_cap']} by ONEDNN_MAX_CPU_ISA)" if machine["isa_cap"] else ""
@@ -68,8 +78,10 @@ def cmd_info(args: argparse.Namespace) -> None:
     if backends["forced"]:
         print(f"model backend: {backends['forced']} ({BACKEND_ENV})")
     for model, verdict in backends["measured"].items():
+        if model == "precision":
+            continue  # shown with the compute line above
         what = "bi-encoder passages" if model.startswith("encoder:") else "cross-encoder"
-        print(f"{what} backend for {model.removeprefix('encoder:')}: {verdict['backend']} (fused "
+        print(f"{what} backend for {model.removeprefix('encoder:')}: {verdict['choice']} (fused "
               f"{verdict.get('speedup')}x eager, Spearman {verdict.get('agreement')}: {verdict.get('why')})")
-    if not backends["measured"]:
+    if not set(backends["measured"]) - {"precision"}:
         print("model backends: chosen by a short measurement the first time a model loads (none yet here)")

@@ -184,8 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "runtimes, the device, precision and threads models get (and why), the "
                                    "cross-encoder backend measured here for each model (eager torch, or fused by "
                                    "oneDNN Graph; CASCADE_BACKEND=torch|fused forces one), and where each default "
-                                   "model's weights come from. Paste it beside a figure or a bug report.",
-                       epilog="example:\n  cascade info --json", formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   "model's weights come from. Paste it beside a figure or a bug report. "
+                                   "The precision (where the CPU has bf16 units) and each backend are measured once "
+                                   "per machine and cached; --remeasure forgets them, e.g. after a measurement taken "
+                                   "while the machine was busy.",
+                       epilog="examples:\n  cascade info --json\n  cascade info --remeasure",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    i.add_argument("--remeasure", action="store_true",
+                   help="forget this machine's measured precision and backend verdicts; the next model load (and "
+                        "this report's precision) measures again")
     add_json_flag(i)
 
     y = sub.add_parser("verify", help="check an index's files against the checksums written when it was built",

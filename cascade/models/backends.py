@@ -12,9 +12,12 @@ time; `optimize_for_inference` was slower than eager at 30 pairs; ONNX Runtime a
 torch bf16 (benchmarks/cpu_backends.py).
 
 Which is faster depends on the CPU (bf16 units, AVX2 only) and the model, so "auto" measures once per
-machine, model and window: fused wins where it is at least `MIN_GAIN` faster on a full-window batch and
-ranks real pairs as eager does (Spearman >= `MIN_AGREEMENT`). The verdict is cached in
-`~/.cache/cascade/backends.json` (`cascade info` lists it); `CASCADE_BACKEND` forces one for the process.
+machine, model and window: fused wins where it is at least `MIN_GAIN` faster on real pairs scored as search
+scores them (30 demo pairs, each padded to its own length: a short probe on one full-window batch chose
+fused on an AVX2-capped CPU where it was 7% slower on real candidates, since fused pads a call's rows up to
+ROW_STEP) and ranks real pairs as eager does (Spearman >= `MIN_AGREEMENT`). Verdicts are cached per machine
+(`cascade.models.verdicts`, which also measures the precision); `CASCADE_BACKEND` forces a backend for
+the process.
 Fused logits differ from eager ones by bf16 rounding in another order, so the backend is part of a
 reranker's cache signature; alone, batched or on one thread, a fused pair scores exactly the same
 (benchmarks/batch_invariance.py).
@@ -23,11 +26,7 @@ reranker's cache signature; alone, batched or on one thread, a fused pair scores
 from __future__ import annotations
 
 import json
-import os
-import time
 import warnings
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -35,24 +34,12 @@ import torch
 
 from cascade.errors import CascadeError
 from cascade.models.runtime import option
+from cascade.models.verdicts import Forward, Verdict, cached, machine_key, remember, speedup
 
 BACKENDS = ("auto", "torch", "fused")
 BACKEND_ENV = "CASCADE_BACKEND"  # what "auto" means for every model in the process
 MIN_GAIN = 1.1  # fused must be this much faster than eager to be chosen
 MIN_AGREEMENT = 0.99  # ... and rank the probe pairs this much like eager (Spearman)
-KEPT = 64  # verdicts cached, the most recent (models loaded from temporary folders would pile up)
-
-Forward = Callable[[dict], torch.Tensor]  # padded features -> one row of output per input row
-
-
-@dataclass
-class Verdict:
-    """What "auto" chose for one machine, model and window, and the measurements behind it."""
-
-    backend: str
-    speedup: float | None = None  # eager ms / fused ms on the probe batch
-    agreement: float | None = None  # Spearman of fused vs eager scores on the probe pairs
-    why: str = ""
 
 
 def requested(backend: str) -> str:
@@ -128,45 +115,32 @@ def fused(model: torch.nn.Module, example: dict, output: str = "logits") -> Fuse
     return Fused(graph, keys)
 
 
-def _ms(forward: Forward, features: dict) -> float:
-    start = time.perf_counter()
-    forward(features)
-    return (time.perf_counter() - start) * 1000
-
-
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
 @torch.inference_mode()
-def probe(plain: Forward, fast: Forward, timing: dict, pairs: list[dict], reps: int = 5) -> Verdict:
-    """Time both on `timing` (interleaved, after warm-up calls that also let oneDNN Graph compile) and compare
-    their scores on `pairs` (batches of real text)."""
-    for _ in range(3):
-        plain(timing)
-        fast(timing)
-    plain_ms = fused_ms = 0.0
-    for _ in range(reps):
-        plain_ms += _ms(plain, timing)
-        fused_ms += _ms(fast, timing)
-    speedup = plain_ms / fused_ms
+def probe(plain: Forward, fast: Forward, timing: list[dict], pairs: list[dict]) -> Verdict:
+    """Time both on `timing` (the batches a real call makes) and compare their scores on `pairs` (batches of
+    real text)."""
+    gain = speedup(plain, fast, timing)
     a = np.concatenate([plain(f).float().reshape(-1).numpy() for f in pairs])
     b = np.concatenate([fast(f).float().reshape(-1).numpy() for f in pairs])
     agreement = _spearman(a, b) if len(a) > 1 else 1.0
     if agreement < MIN_AGREEMENT:
-        return Verdict("torch", round(speedup, 2), round(agreement, 4), "fused scores rank differently")
-    if speedup < MIN_GAIN:
-        return Verdict("torch", round(speedup, 2), round(agreement, 4), f"fused is not {MIN_GAIN}x faster")
-    return Verdict("fused", round(speedup, 2), round(agreement, 4), "faster, same ranking")
+        return Verdict("torch", round(gain, 2), round(agreement, 4), "fused scores rank differently")
+    if gain < MIN_GAIN:
+        return Verdict("torch", round(gain, 2), round(agreement, 4), f"fused is not {MIN_GAIN}x faster")
+    return Verdict("fused", round(gain, 2), round(agreement, 4), "faster, same ranking")
 
 
 def select(backend: str, signature: str, model: torch.nn.Module, plain: Forward, example: dict,
-           timing: Callable[[], dict], probes: Callable[[], list[dict]],
+           timing: Callable[[], list[dict]], probes: Callable[[], list[dict]],
            output: str = "logits") -> tuple[Forward, str, Verdict | None]:
     """(forward, backend name, verdict) for `model`, whose eager forward is `plain`: "torch" keeps it, "fused"
     traces it on `example`, "auto" follows the verdict cached for this machine and `signature`, else probes
-    (`timing()`: one full batch; `probes()`: batches of real text) and caches what it found."""
+    (`timing()`: the batches one real call makes; `probes()`: batches of real text) and caches what it found."""
     backend = requested(backend)
     if backend == "torch":
         return plain, "torch", None
@@ -175,7 +149,7 @@ def select(backend: str, signature: str, model: torch.nn.Module, plain: Forward,
     key = machine_key(signature)
     verdict = cached(key)
     fast = None
-    if verdict is None or verdict.backend == "fused":
+    if verdict is None or verdict.choice == "fused":
         try:
             fast = fused(model, example, output)
         except CascadeError as e:
@@ -184,7 +158,7 @@ def select(backend: str, signature: str, model: torch.nn.Module, plain: Forward,
     if verdict is None:
         verdict = probe(plain, fast, timing(), probes())
         remember(key, verdict)
-    if verdict.backend == "fused" and fast is not None:
+    if verdict.choice == "fused" and fast is not None:
         return fast, "fused", verdict
     return plain, "torch", verdict
 
@@ -207,48 +181,3 @@ def probe_pairs(queries: int = 1) -> list[list[tuple[str, str]]]:
     return [[(q["query"], t) for t in texts] for q in asked[:queries]]
 
 
-def verdicts_path() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cascade" / "backends.json"
-
-
-def machine_key(signature: str) -> str:
-    """A verdict holds for one CPU, torch version and model+window+precision (`signature`)."""
-    from cascade.machine import cpu_flags, cpu_model
-
-    threads = torch.get_num_threads()
-    return f"{cpu_model()} [{' '.join(cpu_flags())}] torch {torch.__version__} {threads} threads: {signature}"
-
-
-def read_verdicts() -> dict[str, dict]:
-    """Every cached verdict (an unreadable cache counts as empty: it is only a cache)."""
-    try:
-        data = json.loads(verdicts_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def remember(key: str, verdict: Verdict) -> None:
-    from cascade.fileio import atomic_write
-
-    verdicts = read_verdicts()
-    verdicts.pop(key, None)
-    verdicts = dict(list(verdicts.items())[-(KEPT - 1):] + [(key, asdict(verdict))])
-    try:
-        atomic_write(verdicts_path(), json.dumps(verdicts, indent=1))
-    except OSError:  # a read-only home only costs the probe again next time
-        pass
-
-
-def here() -> dict[str, dict]:
-    """The cached verdicts for this machine, by model signature (what `cascade info` lists)."""
-    prefix = machine_key("")
-    return {key[len(prefix):]: v for key, v in read_verdicts().items() if key.startswith(prefix)}
-
-
-def cached(key: str) -> Verdict | None:
-    entry = read_verdicts().get(key)
-    try:
-        return Verdict(**entry) if isinstance(entry, dict) else None
-    except TypeError:
-        return None

@@ -27,6 +27,7 @@ from cascade.models.runtime import (
     pick_device,
     weights_fingerprint,
 )
+from cascade.models.verdicts import Verdict
 
 
 class Encoder:
@@ -52,7 +53,7 @@ class Encoder:
         self.max_length = max_length or st_max or min(512, self.model.config.max_position_embeddings)
         self.dim = int(self.model.config.hidden_size)
         self.backend = backends.requested(backend)  # what was asked for; the passage model settles it
-        self.verdict: backends.Verdict | None = None
+        self.verdict: Verdict | None = None
         self._passage_forward: backends.Forward | None = None
 
     def passage_forward(self) -> backends.Forward:
@@ -66,7 +67,7 @@ class Encoder:
             texts = backends.probe_texts()
             self._passage_forward, self.backend, self.verdict = backends.select(
                 self.backend, signature, model, plain, self._padded(["warm up " * self.max_length, "short"]),
-                timing=lambda: self._padded(["warm up " * self.max_length] * 16),
+                timing=lambda: [self._padded(["warm up " * self.max_length] * 16)],
                 probes=lambda: [self._padded(texts[i : i + 16]) for i in range(0, len(texts), 16)],
                 output="last_hidden_state")
         return self._passage_forward

@@ -1,10 +1,11 @@
 """Shared PyTorch plumbing for every transformer we run: device, precision, batching.
 
-Speed comes from three habits: bf16 weights where the hardware has it (AMX/AVX512-BF16 on CPU,
-CUDA), sorting inputs by length so batches pad little, and `torch.inference_mode()` so no autograd
-state is kept. Results must not depend on how work was batched (a passage gets the same vector in
-any batch and on any Ray worker, a pair the same score alone or micro-batched), so what shapes a
-text's computation is decided by the text and the model, never by its batch mates:
+Speed comes from three habits: bf16 weights where the hardware runs them faster (CUDA; a CPU with
+bf16 units where a one-off measurement says so: `cascade.models.verdicts.precision_verdict`), sorting
+inputs by length so batches pad little, and `torch.inference_mode()` so no autograd state is kept.
+Results must not depend on how work was batched (a passage gets the same vector in any batch and on
+any Ray worker, a pair the same score alone or micro-batched), so what shapes a text's computation
+is decided by the text and the model, never by its batch mates:
 
 - its padded length: its own token count rounded up to PAD_MULTIPLE (`padded_groups`). Padded to a
   batch mate's length instead, a bf16 embedding moved by up to 1.4e-3 (attention blocks differently);
@@ -53,8 +54,8 @@ def pick_device(device: str | None = None) -> torch.device:
 
 
 def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with native bf16 matmuls (AMX or AVX512-BF16), where bf16 is ~3x fp32, unless an ISA cap
-    (`cascade.machine.isa_cap`) keeps oneDNN from using them."""
+    """True on CPUs with native bf16 matmuls (AMX or AVX512-BF16), unless an ISA cap (`cascade.machine.isa_cap`)
+    keeps oneDNN from using them: where bf16 can pay (with AMX ~3x fp32; without, it may not)."""
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     if isa_cap() and not {"amx_bf16", "avx512_bf16"} & set(cpu_flags()):
         return False
@@ -81,7 +82,9 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     if precision == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_has_fast_bf16() else None
+        from cascade.models.verdicts import precision_verdict  # it times models: imports torch
+
+        return torch.bfloat16 if cpu_has_fast_bf16() and precision_verdict().choice == "bf16" else None
     if precision == "fp16" and device.type == "cpu":
         raise CascadeError("fp16 is only supported on CUDA; use bf16 or fp32 on CPU")
     return torch.bfloat16 if precision == "bf16" else torch.float16

@@ -130,8 +130,14 @@ class CrossEncoder(Reranker):
         example = self._padded([("warm up", filler), ("warm up", "short")])
         self.forward, self.backend, self.verdict = backends.select(
             backend, self._signature, self.model, self.forward, example,
-            timing=lambda: self._padded([("warm up", filler)] * 30),
+            timing=lambda: self._groups(backends.probe_pairs()[0][:30]),
             probes=lambda: [self._padded(p) for p in backends.probe_pairs()])
+
+    def _groups(self, pairs: Sequence[tuple[str, str]]) -> list[dict]:
+        """The padded batches one `score` call on `pairs` runs: what a search's rerank costs."""
+        encoded = self.encode(pairs)
+        return [features for _, features in padded_groups(self.tokenizer, encoded.features, np.arange(len(pairs)),
+                                                          self.device, self.max_length, self.dtype)]
 
     def _padded(self, pairs: Sequence[tuple[str, str]]) -> dict:
         """`pairs` as one batch of tensors padded to the longest (for probes, not scoring)."""
