@@ -238,3 +238,21 @@ def test_nfcorpus_graded_bm25_matches_pytrec_eval(trec, nfcorpus_run):
     # graded gains matter here: a binary nDCG would differ on some queries
     binary = {q: {d: min(r, 1) for d, r in rels.items()} for q, rels in qrels.items()}
     assert per_query(run, binary, ["ndcg@10"])["ndcg@10"] != per_query(run, qrels, ["ndcg@10"])["ndcg@10"]
+
+
+def test_paired_bootstrap_tells_a_real_change_from_noise():
+    from cascade.evaluate.metrics import paired_bootstrap
+
+    rng = np.random.default_rng(1)
+    before = rng.uniform(0, 1, 300)
+    assert paired_bootstrap(before, before) == (0.0, 0.0, 0.0)
+    delta, low, high = paired_bootstrap(before, before + 0.05)  # every query gains 0.05: no doubt
+    assert abs(delta - 0.05) < 1e-12 and abs(low - 0.05) < 1e-9 and abs(high - 0.05) < 1e-9
+    noisy = before + rng.normal(0, 0.3, 300)  # no change on average, much change per query
+    delta, low, high = paired_bootstrap(before, noisy)
+    assert low < 0 < high and low < delta < high
+    few = paired_bootstrap(before[:30], noisy[:30])  # fewer queries, wider interval
+    assert few[2] - few[1] > high - low
+    assert paired_bootstrap(before, noisy) == (delta, low, high)  # seeded: the same report every run
+    with pytest.raises(CascadeError, match="equally long"):
+        paired_bootstrap(before, before[:10])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from functools import partial
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -81,3 +81,19 @@ def per_query(run: Run, qrels: Qrels, names: list[str]) -> dict[str, dict[str, f
 def mean(values: dict[str, float]) -> float:
     """Average over queries; 0.0 for none, so an empty evaluation reports a number instead of NaN."""
     return float(np.mean(list(values.values()))) if values else 0.0
+
+
+def paired_bootstrap(before: Sequence[float], after: Sequence[float], samples: int = 10_000, level: float = 0.95,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """(mean of after - before, low, high): the change between two systems on the same queries and its
+    bootstrap confidence interval (queries resampled with replacement, percentile bounds), seeded so a report
+    is reproducible. An interval that holds 0 says the queries cannot tell the two apart: SciFact's 81 dev
+    queries once preferred a model that its 300 test queries ranked 0.01 lower."""
+    if len(before) != len(after) or not len(before):
+        raise CascadeError(f"paired_bootstrap needs two equally long, non-empty lists of per-query values "
+                           f"(got {len(before)} and {len(after)})")
+    diff = np.asarray(after, dtype=np.float64) - np.asarray(before, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(samples, diff.size))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(diff.mean()), float(low), float(high)

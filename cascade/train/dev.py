@@ -29,24 +29,30 @@ def query_ndcg(q: DevQuery, scores: np.ndarray) -> float:
     return ndcg_at(ranked(run), q.rels, 10)
 
 
-def dev_report(scorer: CrossEncoder | None, dev: Sequence[DevQuery], blend: float = DEFAULT_BLEND,
-               batch_size: int = 16) -> dict[str, dict[str, float]]:
-    """Per source, the mean nDCG@10 of the first stage, the reranker alone and the blended cascade
-    (without a scorer, all three are the first stage's)."""
-    sums: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(VIEWS, 0.0))
-    counts: dict[str, int] = defaultdict(int)
+def dev_values(scorer: CrossEncoder | None, dev: Sequence[DevQuery], blend: float = DEFAULT_BLEND,
+               batch_size: int = 16) -> dict[str, dict[str, list[float]]]:
+    """Per source and view, each query's nDCG@10 in `dev` order: what a paired comparison of two rerankers
+    on the same queries reads (`cascade.evaluate.metrics.paired_bootstrap`)."""
+    values: dict[str, dict[str, list[float]]] = defaultdict(lambda: {view: [] for view in VIEWS})
     for q in dev:
         first = -np.arange(len(q.candidates), dtype=float)
         scores = first if scorer is None else scorer.predict([(q.query, t) for _, t in q.candidates],
                                                              batch_size=batch_size, raw_scores=True)
         ranks = np.arange(1, len(q.candidates) + 1)
-        row = sums[q.source]
-        row["first_stage"] += query_ndcg(q, first)
-        row["alone"] += query_ndcg(q, scores)
-        row["blended"] += query_ndcg(q, blended_scores(np.asarray(scores), ranks, blend))
-        row["blended_ties_first"] += query_ndcg(q, blended_scores(np.asarray(scores), ranks, blend, ties="first"))
-        counts[q.source] += 1
-    return {s: {v: total / counts[s] for v, total in row.items()} for s, row in sums.items()}
+        row = values[q.source]
+        row["first_stage"].append(query_ndcg(q, first))
+        row["alone"].append(query_ndcg(q, scores))
+        row["blended"].append(query_ndcg(q, blended_scores(np.asarray(scores), ranks, blend)))
+        row["blended_ties_first"].append(query_ndcg(q, blended_scores(np.asarray(scores), ranks, blend, ties="first")))
+    return dict(values)
+
+
+def dev_report(scorer: CrossEncoder | None, dev: Sequence[DevQuery], blend: float = DEFAULT_BLEND,
+               batch_size: int = 16) -> dict[str, dict[str, float]]:
+    """Per source, the mean nDCG@10 of the first stage, the reranker alone and the blended cascade
+    (without a scorer, all three are the first stage's)."""
+    return {source: {view: float(np.mean(v)) for view, v in row.items()}
+            for source, row in dev_values(scorer, dev, blend, batch_size).items()}
 
 
 def selection_score(report: dict[str, dict[str, float]], view: str = "blended") -> float:
