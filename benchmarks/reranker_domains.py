@@ -74,7 +74,8 @@ def main() -> None:
         values = dev_values(as_search_loads(path), dev, batch_size=8)
         report = {d: {view: sum(v) / len(v) for view, v in row.items()} for d, row in values.items()}
         rows[name] = {"path": path, "seconds": round(time.perf_counter() - start, 1), "domains": report,
-                      "blended_per_query": {d: row["blended"] for d, row in values.items()}}
+                      "per_query": {d: {view: row[view] for view in ("first_stage", "blended")}
+                                    for d, row in values.items()}}
         print(name, json.dumps(report), flush=True)
     counts = {d: sum(q.source == d for q in dev) for d in DOMAINS}
     first = {d: next(iter(rows.values()))["domains"][d]["first_stage"] for d in DOMAINS}
@@ -101,23 +102,28 @@ def main() -> None:
 
 
 def paired_lines(rows: dict) -> list[str]:
-    """Each later model against the first, per domain: the blended change and its 95% bootstrap interval over
-    the same queries (`cascade.evaluate.metrics.paired_bootstrap`). An interval holding 0 is noise."""
+    """Each model's blended change over the first stage, and each later model's over the first one, per domain,
+    with its 95% bootstrap interval over the same queries (`cascade.evaluate.metrics.paired_bootstrap`)."""
     from cascade.evaluate.metrics import paired_bootstrap
 
     names = list(rows)
-    if len(names) < 2:
-        return []
-    base = rows[names[0]]["blended_per_query"]
-    lines = ["", f"Blended change against `{names[0]}` on the same queries, with its 95% bootstrap interval "
-             "(queries resampled, 10,000 draws, seed 0); an interval that holds 0 cannot tell the two apart:", "",
-             "| reranker | " + " | ".join(DOMAINS) + " |", "|---|" + "---:|" * len(DOMAINS)]
-    for name in names[1:]:
+    lines = ["", "Blended changes on the same queries with their 95% bootstrap interval (queries resampled, 10,000 "
+             "draws, seed 0); an interval that holds 0 cannot tell the two apart:", "",
+             "| reranker | " + " | ".join(f"{d}: vs first stage | {d}: vs `{names[0]}`" for d in DOMAINS) + " |",
+             "|---|" + "---:|---:|" * len(DOMAINS)]
+    for name in names:
         cells = []
         for d in DOMAINS:
-            delta, low, high = paired_bootstrap(base[d], rows[name]["blended_per_query"][d])
-            rows[name].setdefault("paired_vs_first", {})[d] = {"delta": delta, "low": low, "high": high}
-            cells.append(f"{delta:+.4f} [{low:+.4f}, {high:+.4f}]")
+            mine = rows[name]["per_query"][d]
+            pairs = {"first_stage": mine["first_stage"]}
+            if name != names[0]:
+                pairs[names[0]] = rows[names[0]]["per_query"][d]["blended"]
+            for against, before in pairs.items():
+                delta, low, high = paired_bootstrap(before, mine["blended"])
+                rows[name].setdefault("paired", {}).setdefault(d, {})[against] = {"delta": delta, "low": low,
+                                                                                 "high": high}
+            cells += [f"{v['delta']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]" for v in rows[name]["paired"][d].values()]
+            cells += [""] * (name == names[0])
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 

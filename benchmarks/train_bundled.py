@@ -69,6 +69,12 @@ First run (2026-12-03, 2-core AMX CPU; 600 steps in 22.8 min, best at step 300 o
 SciFact. NFCorpus dev 0.3331 (hybrid 0.3220). The other direction holds: the bundled teacher, never trained on
 NFCorpus, lifts NFCorpus dev to 0.3313.
 
+Self-distillation does not lift the teacher: the same distillation data with `--layers 6` (the teacher's own
+depth, so it starts as the teacher) at lr 5e-5 scored mean blended dev 0.5695 at step 150 and 0.5674 at step
+300, against the teacher's 0.5692 at step 0 (SciFact 0.8074, 0.8029 vs 0.8076; NFCorpus 0.3316, 0.3318 vs
+0.3309), and was stopped there (2026-12-03, 2-core AMX CPU; 5.2 s/step with tests running beside it). What
+made the 3-layer student beat its teacher on dev is not more of the teacher's scores at full depth.
+
 The model is copied into cascade/weights/reranker/ as bf16 safetensors with its tokenizer and model card
 (the checkpoint stays in --work). `python benchmarks/beir_eval.py` then measures the test numbers.
 """
