@@ -31,15 +31,17 @@ def model_arg(text: str) -> tuple[str, str]:
     return name, path
 
 
-def dev_queries() -> list:
-    """Every domain's dev queries with their hybrid top 30 (what each model is measured on)."""
+def dev_queries(dev_fraction: float = 0.1) -> list:
+    """Every domain's dev queries with their hybrid top 30 (what each model is measured on); SciFact's are the
+    seeded `dev_fraction` of train that `cascade train --dev-fraction` holds out (models must share it)."""
     from cascade.train.config import TrainConfig
     from cascade.train.prepare import prepare
 
     dev = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in DOMAINS:
-            dev += prepare([DATA / name], TrainConfig(out=tmp), progress=False, mine_train=False).dev
+            dev += prepare([DATA / name], TrainConfig(out=tmp, dev_fraction=dev_fraction), progress=False,
+                           mine_train=False).dev
     return dev
 
 
@@ -63,12 +65,14 @@ def main() -> None:
     parser.add_argument("--model", type=model_arg, action="append", default=[], metavar="NAME=PATH",
                         help="a reranker to measure (repeatable; default: the bundled cascade-reranker)")
     parser.add_argument("--name", default="reranker-domains", help="output name under benchmarks/results/")
+    parser.add_argument("--dev-fraction", type=float, default=0.1,
+                        help="SciFact's held-out share of train, as the models were trained with (0.1)")
     args = parser.parse_args()
 
     from cascade.train.dev import dev_values
 
     models = args.model or [("cascade-reranker", "cascade-reranker")]
-    dev, rows = dev_queries(), {}
+    dev, rows = dev_queries(args.dev_fraction), {}
     for name, path in models:
         start = time.perf_counter()
         values = dev_values(as_search_loads(path), dev, batch_size=8)

@@ -36,6 +36,20 @@ def test_hold_out_is_seeded_and_disjoint():
     train, dev = hold_out(qids, 0.1, seed=3)
     assert len(dev) == 5 and not set(train) & set(dev) and sorted(train + dev) == sorted(qids)
     assert hold_out(qids, 0.1, seed=3) == (train, dev) and hold_out(qids, 0.1, seed=4) != (train, dev)
+    assert len(hold_out(qids[:40], 0.25, seed=3)[1]) == 10  # `cascade train --dev-fraction 0.25`
+
+
+def test_dev_fraction_reaches_the_config_and_bad_values_are_refused(capsys):
+    from cascade.cli.commands import training_config
+    from cascade.cli.parser import build_parser
+
+    args = build_parser().parse_args(["train", "data", "--out", "x", "--dev-fraction", "0.25"])
+    args.argv = ["train", "data", "--out", "x", "--dev-fraction", "0.25"]
+    assert training_config(args).dev_fraction == 0.25
+    for bad in ("1.5", "0", "a quarter"):
+        with pytest.raises(SystemExit) as exit_:
+            build_parser().parse_args(["train", "data", "--out", "x", "--dev-fraction", bad])
+        assert exit_.value.code == 2 and "--dev-fraction" in capsys.readouterr().err
 
 
 def test_mining_gives_positives_and_hard_negatives(scifact_train_slice, tmp_path):

@@ -43,6 +43,17 @@ def non_negative(text: str) -> int:
     return value
 
 
+def fraction(text: str) -> float:
+    """A share strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
+    return value
+
+
 def source_weight(text: str) -> tuple[str, float]:
     """NAME=W: a training source (`scifact`, `pseudo:scifact`) and its sampling weight."""
     name, sep, value = text.partition("=")
