@@ -76,8 +76,8 @@ def test_a_model_retrained_into_the_same_folder_is_a_new_model_to_caches_and_ver
     again = CrossEncoder(str(folder), warm_up=False)
     assert again.signature.split("@")[0] != first.signature.split("@")[0]
     assert not np.allclose(first.predict(PAIRS[:3], raw_scores=True), again.predict(PAIRS[:3], raw_scores=True))
-    verdicts = json.loads((tmp_path / "cache" / "cascade" / "backends.json").read_text())
-    models = [key for key in verdicts if not key.endswith(": precision")]
+    stored = json.loads((tmp_path / "cache" / "cascade" / "backends.json").read_text())
+    models = [key for key in stored if not key.endswith(f": {verdicts.PRECISION}")]
     assert len(models) == 2  # the new weights were measured, not judged by the old ones' verdict
 
 
@@ -117,7 +117,7 @@ def test_auto_precision_follows_a_verdict_measured_once_per_machine(tmp_path, mo
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("CASCADE_PRECISION", raising=False)
-    cache, key = tmp_path / "cascade" / "backends.json", verdicts.machine_key("precision")
+    cache, key = tmp_path / "cascade" / "backends.json", verdicts.machine_key(verdicts.PRECISION)
     verdict = verdicts.precision_verdict()  # measured on any CPU when asked
     stored = json.loads(cache.read_text())[key]
     assert stored["choice"] == verdict.choice in ("bf16", "fp32") and stored["speedup"] > 0

@@ -51,7 +51,7 @@ def cmd_info(args: argparse.Namespace) -> None:
 
     machine = describe()
     from cascade.models.backends import BACKEND_ENV
-    from cascade.models.verdicts import forget, here
+    from cascade.models.verdicts import PRECISION, forget, here
 
     if args.remeasure:
         print(f"forgot {forget()} measured verdict(s) for this machine: the next model load measures again",
@@ -78,10 +78,10 @@ def cmd_info(args: argparse.Namespace) -> None:
     if backends["forced"]:
         print(f"model backend: {backends['forced']} ({BACKEND_ENV})")
     for model, verdict in backends["measured"].items():
-        if model == "precision":
+        if model == PRECISION:
             continue  # shown with the compute line above
         what = "bi-encoder passages" if model.startswith("encoder:") else "cross-encoder"
         print(f"{what} backend for {model.removeprefix('encoder:')}: {verdict['choice']} (fused "
               f"{verdict.get('speedup')}x eager, Spearman {verdict.get('agreement')}: {verdict.get('why')})")
-    if not set(backends["measured"]) - {"precision"}:
+    if not set(backends["measured"]) - {PRECISION}:
         print("model backends: chosen by a short measurement the first time a model loads (none yet here)")

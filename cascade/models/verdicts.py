@@ -21,6 +21,7 @@ import torch
 
 Forward = Callable[[dict], torch.Tensor]  # padded features -> one row of output per input row
 KEPT = 64  # verdicts cached, the most recent (models loaded from temporary folders would pile up)
+PRECISION = "precision"  # the signature the machine's precision verdict is kept under, beside the models'
 
 
 @dataclass
@@ -64,7 +65,7 @@ def precision_verdict() -> Verdict:
     bf16 units do not make bf16 pay by themselves: with AVX512-BF16 but no AMX (ONEDNN_MAX_CPU_ISA=
     AVX512_CORE_BF16 on the AMX machine, `benchmarks/isa_levels.py`) the bi-encoder ran at 0.7x fp32 and the
     teacher no faster in bf16 than AVX2's fp32, while AMX makes bf16 ~3x fp32. So it is timed, not assumed."""
-    key = machine_key("precision")
+    key = machine_key(PRECISION)
     verdict = cached(key)
     if verdict is None:
         gain = _bf16_gain()
@@ -116,20 +117,23 @@ def read_verdicts() -> dict[str, dict]:
     return data if isinstance(data, dict) else {}
 
 
-def remember(key: str, verdict: Verdict) -> None:
+def _write(verdicts: dict[str, dict]) -> None:
     from cascade.fileio import atomic_write
 
+    atomic_write(verdicts_path(), json.dumps(verdicts, indent=1))
+
+
+def remember(key: str, verdict: Verdict) -> None:
     verdicts = read_verdicts()
     verdicts.pop(key, None)
-    verdicts = dict(list(verdicts.items())[-(KEPT - 1):] + [(key, asdict(verdict))])
     try:
-        atomic_write(verdicts_path(), json.dumps(verdicts, indent=1))
+        _write(dict(list(verdicts.items())[-(KEPT - 1):] + [(key, asdict(verdict))]))
     except OSError:  # a read-only home only costs the probe again next time
         pass
 
 
 def here() -> dict[str, Verdict]:
-    """The cached verdicts for this machine, by model signature ("precision" for the precision's), as
+    """The cached verdicts for this machine, by model signature (PRECISION for the precision's), as
     `cascade info` lists them; entries an older Cascade wrote in another form are left out."""
     prefix = machine_key("")
     found = {key[len(prefix):]: _verdict(v) for key, v in read_verdicts().items() if key.startswith(prefix)}
@@ -143,9 +147,7 @@ def forget() -> int:
     verdicts = read_verdicts()
     kept = {key: v for key, v in verdicts.items() if not key.startswith(prefix)}
     if len(kept) < len(verdicts):
-        from cascade.fileio import atomic_write
-
-        atomic_write(verdicts_path(), json.dumps(kept, indent=1))
+        _write(kept)
     return len(verdicts) - len(kept)
 
 
