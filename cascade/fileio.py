@@ -22,7 +22,9 @@ def _umask() -> int:
     return mask
 
 
-FILE_MODE = 0o666 & ~_umask()
+_MASK = _umask()
+FILE_MODE = 0o666 & ~_MASK
+DIR_MODE = 0o777 & ~_MASK  # what a new folder gets
 
 
 def atomic_write(path: str | Path, data: str | bytes) -> Path:

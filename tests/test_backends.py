@@ -46,7 +46,7 @@ def test_auto_measures_once_per_machine_and_model_and_keeps_the_verdict(tiny_ce,
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("CASCADE_BACKEND", raising=False)
     ce = CrossEncoder(str(tiny_ce), warm_up=False)
-    key = verdicts.machine_key(ce.signature.removesuffix("+fused"))
+    key = backends.verdict_key(ce._signature, ce.model)
     stored = json.loads((tmp_path / "cascade" / "backends.json").read_text())
     assert stored[key]["choice"] == ce.backend == ce.verdict.choice
     assert stored[key]["speedup"] > 0 and -1 <= stored[key]["agreement"] <= 1 and stored[key]["why"]
@@ -58,8 +58,7 @@ def test_auto_measures_once_per_machine_and_model_and_keeps_the_verdict(tiny_ce,
     from cascade.cli import main
 
     assert main(["info"]) == 0
-    assert f"cross-encoder backend for {ce.signature.removesuffix('+fused')}: torch (fused 0.5x eager" in \
-        capsys.readouterr().out
+    assert f"cross-encoder backend for {ce._signature}: torch (slower here)" in capsys.readouterr().out
     (tmp_path / "cascade" / "backends.json").write_text("{not json")  # a broken cache is measured afresh
     assert CrossEncoder(str(tiny_ce), warm_up=False).verdict.why != "slower here"
 
@@ -137,3 +136,72 @@ def test_auto_precision_follows_a_verdict_measured_once_per_machine(tmp_path, mo
     captured = capsys.readouterr()
     assert "forgot 1 measured verdict" in captured.err and json.loads(captured.out)["compute"]
     assert json.loads(cache.read_text()).get(key, {}).get("why") != "bf16 stored"  # gone, or measured anew
+
+
+def _exports(cache) -> list:
+    return sorted(p for p in (cache / "cascade" / "openvino").iterdir() if not p.name.startswith("."))
+
+
+def test_openvino_int8_ranks_as_fp32_eager_does_scores_a_pair_alone_as_batched_and_exports_once(tmp_path, monkeypatch):
+    """The bundled student quantised to int8 (calibrated on the demo's pairs): the ranking survives, a pair's
+    score does not depend on its batch mates, and the export is written once, whole, readable by others."""
+    from cascade.fileio import FILE_MODE
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    int8 = CrossEncoder("cascade-reranker-fast", backend="openvino", warm_up=False)
+    eager = CrossEncoder("cascade-reranker-fast", backend="torch", precision="fp32", warm_up=False)
+    assert int8.dtype is None and int8.signature == eager.signature + "+openvino"  # from the fp32 weights
+    got, want = int8.predict(PAIRS, raw_scores=True, batch_size=4), eager.predict(PAIRS, raw_scores=True)
+    assert backends._spearman(got, want) > backends.MIN_AGREEMENT
+    for q in range(2):
+        block = slice(q * len(DOCS), (q + 1) * len(DOCS))
+        assert np.argmax(got[block]) == np.argmax(want[block])
+    alone = np.array([int8.predict([p], raw_scores=True)[0] for p in PAIRS[:3]])
+    np.testing.assert_allclose(alone, got[:3], atol=tolerance(None))
+    [export] = _exports(tmp_path)
+    assert {f.name for f in export.iterdir()} == {"model.xml", "model.bin"}
+    assert all(f.stat().st_mode & 0o777 == FILE_MODE for f in export.iterdir())
+    written = (export / "model.bin").stat().st_mtime_ns
+    again = CrossEncoder("cascade-reranker-fast", backend="openvino", warm_up=False)
+    assert (export / "model.bin").stat().st_mtime_ns == written and _exports(tmp_path) == [export]
+    np.testing.assert_array_equal(again.predict(PAIRS, raw_scores=True, batch_size=4), got)
+
+
+def test_the_bi_encoder_encodes_passages_in_int8_close_to_fp32_and_queries_in_fp32(tmp_path, monkeypatch):
+    from cascade.models.bi_encoder import Encoder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    int8, eager = Encoder(backend="openvino"), Encoder(backend="torch", precision="fp32")
+    texts = [t for _, t in PAIRS[: len(DOCS)]] + ["Rate limiting sheds load " * 40]
+    a, b = int8.encode(texts, batch_size=3), eager.encode(texts)
+    assert int8.backend == "openvino" and (a * b).sum(1).min() > 0.97  # 0.997-0.998, the repeated text 0.98
+    queries = np.stack([eager.encode_query(q) for q in ("what raises tides?", "does rate limiting add latency?",
+                                                         "how do bones get calcium?")])
+    np.testing.assert_array_equal((queries @ a.T).argmax(1), (queries @ b.T).argmax(1))  # the same nearest passage
+    np.testing.assert_allclose(a, int8.encode(texts[::-1], batch_size=16)[::-1], atol=tolerance(None))
+    np.testing.assert_array_equal(int8.encode_query("what raises tides?"), eager.encode_query("what raises tides?"))
+
+
+def test_auto_times_int8_for_a_model_in_fp32_and_says_what_it_measured(tiny_ce, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("CASCADE_PRECISION", "fp32")  # where bf16 does not pay: int8 is a candidate
+    monkeypatch.delenv("CASCADE_BACKEND", raising=False)
+    ce = CrossEncoder(str(tiny_ce), warm_up=False)
+    assert backends.tried(ce.model) == ("fused", "openvino")
+    assert "fused" in ce.verdict.why and "openvino" in ce.verdict.why and ce.backend == ce.verdict.choice
+    stored = json.loads((tmp_path / "cascade" / "backends.json").read_text())
+    assert backends.verdict_key(ce._signature, ce.model).endswith("+openvino") and \
+        backends.verdict_key(ce._signature, ce.model) in stored
+    monkeypatch.setenv("CASCADE_PRECISION", "bf16")  # where bf16 pays, fused bf16 ran as fast as int8: not tried
+    assert backends.tried(CrossEncoder(str(tiny_ce), backend="torch", warm_up=False).model) == ("fused",)
+
+
+def test_without_the_extra_openvino_is_refused_by_name_and_auto_does_not_try_it(tiny_ce, tmp_path, monkeypatch):
+    from cascade.models import openvino_int8
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(openvino_int8, "installed", lambda: False)  # as on a machine without the extra
+    with pytest.raises(CascadeError, match=r"pip install 'cascade-retrieval\[openvino\]'"):
+        CrossEncoder(str(tiny_ce), backend="openvino", warm_up=False)
+    ce = CrossEncoder(str(tiny_ce), backend="torch", precision="fp32", warm_up=False)
+    assert backends.tried(ce.model) == ("fused",)

@@ -81,7 +81,6 @@ def cmd_info(args: argparse.Namespace) -> None:
         if model == PRECISION:
             continue  # shown with the compute line above
         what = "bi-encoder passages" if model.startswith("encoder:") else "cross-encoder"
-        print(f"{what} backend for {model.removeprefix('encoder:')}: {verdict['choice']} (fused "
-              f"{verdict.get('speedup')}x eager, Spearman {verdict.get('agreement')}: {verdict.get('why')})")
+        print(f"{what} backend for {model.removeprefix('encoder:')}: {verdict['choice']} ({verdict.get('why')})")
     if not set(backends["measured"]) - {PRECISION}:
         print("model backends: chosen by a short measurement the first time a model loads (none yet here)")

@@ -157,14 +157,15 @@ def add_llm_options(p: argparse.ArgumentParser) -> None:
                    help="seconds per LLM call; on timeout or error the previous order is kept, marked degraded (30)")
 
 
-BACKENDS = ("auto", "torch", "fused")  # cascade.models.backends.BACKENDS, named here so --help loads no torch
+BACKENDS = ("auto", "torch", "fused", "openvino")  # cascade.models.backends.BACKENDS, named here so --help loads no torch
 
 
 def add_backend_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="how models run on this CPU: torch (eager), fused (traced once, fused by oneDNN Graph), "
-                        "or auto, which measures both the first time a model loads here and keeps the faster "
-                        "one that ranks the same (see `cascade info`); sets CASCADE_BACKEND for this process "
+                        "openvino (int8, quantised once on demo text and cached; needs the openvino extra), "
+                        "or auto, which measures them the first time a model loads here and keeps the fastest "
+                        "that ranks the same (see `cascade info`); sets CASCADE_BACKEND for this process "
                         "(default: that variable, else auto)")
 
 

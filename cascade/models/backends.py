@@ -1,5 +1,5 @@
-"""How a loaded model runs on this machine: eager PyTorch, or traced once and fused by oneDNN Graph (the
-cross-encoder's pairs and the bi-encoder's passages; a search's query always runs eager in fp32).
+"""How a loaded model runs on this machine: eager PyTorch, traced once and fused by oneDNN Graph, or OpenVINO
+int8 (the cross-encoder's pairs and the bi-encoder's passages; a search's query always runs eager in fp32).
 
 Eager bf16 on the 2-core AMX CPU spends 35% of a 30-pair rerank in matmuls, 24% in attention, 20% in GELU
 and 10% in copies (torch.profiler): element-wise work and memory traffic, not arithmetic. Tracing the model
@@ -9,22 +9,24 @@ as eager ranks them (Spearman 0.9995, logits within 0.14: bf16 rounding in anoth
 measured on the same machine: torch.compile (inductor, frozen weights; what torch now recommends over
 TorchScript) was as fast but compiles 7-9 s for every new input shape and needs a C++ compiler at run
 time; `optimize_for_inference` was slower than eager at 30 pairs; ONNX Runtime and OpenVINO did not beat
-torch bf16 (benchmarks/cpu_backends.py).
+torch bf16 (benchmarks/cpu_backends.py). Where bf16 does not pay they can: OpenVINO int8 ran the student 2.9x
+torch fp32 with AVX512-BF16 but no AMX (`cascade.models.openvino_int8`), so for a model in fp32 "auto" times it too.
 
 Which is faster depends on the CPU (bf16 units, AVX2 only) and the model, so "auto" measures once per
-machine, model and window: fused wins where it is at least `MIN_GAIN` faster on real pairs scored as search
+machine, model and window: the fastest backend wins where it is at least `MIN_GAIN` faster on real pairs scored as search
 scores them (30 demo pairs, each padded to its own length: a short probe on one full-window batch chose
 fused on an AVX2-capped CPU where it was 7% slower on real candidates, since fused pads a call's rows up to
 ROW_STEP) and ranks real pairs as eager does (Spearman >= `MIN_AGREEMENT`). Verdicts are cached per machine
 (`cascade.models.verdicts`, which also measures the precision); `CASCADE_BACKEND` forces a backend for
 the process.
-Fused logits differ from eager ones by bf16 rounding in another order, so the backend is part of a
+Fused logits differ from eager ones by bf16 rounding in another order (int8 ones more), so the backend is part of a
 reranker's cache signature; alone, batched or on one thread, a fused pair scores exactly the same
 (benchmarks/batch_invariance.py).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from typing import Callable
@@ -36,9 +38,9 @@ from cascade.errors import CascadeError
 from cascade.models.runtime import option
 from cascade.models.verdicts import Forward, Verdict, cached, machine_key, remember, speedup
 
-BACKENDS = ("auto", "torch", "fused")
+BACKENDS = ("auto", "torch", "fused", "openvino")
 BACKEND_ENV = "CASCADE_BACKEND"  # what "auto" means for every model in the process
-MIN_GAIN = 1.1  # fused must be this much faster than eager to be chosen
+MIN_GAIN = 1.1  # a backend must be this much faster than eager to be chosen
 MIN_AGREEMENT = 0.99  # ... and rank the probe pairs this much like eager (Spearman)
 
 
@@ -121,46 +123,90 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @torch.inference_mode()
-def probe(plain: Forward, fast: Forward, timing: list[dict], pairs: list[dict]) -> Verdict:
-    """Time both on `timing` (the batches a real call makes) and compare their scores on `pairs` (batches of
-    real text)."""
-    gain = speedup(plain, fast, timing)
-    a = np.concatenate([plain(f).float().reshape(-1).numpy() for f in pairs])
-    b = np.concatenate([fast(f).float().reshape(-1).numpy() for f in pairs])
-    agreement = _spearman(a, b) if len(a) > 1 else 1.0
-    if agreement < MIN_AGREEMENT:
-        return Verdict("torch", round(gain, 2), round(agreement, 4), "fused scores rank differently")
-    if gain < MIN_GAIN:
-        return Verdict("torch", round(gain, 2), round(agreement, 4), f"fused is not {MIN_GAIN}x faster")
-    return Verdict("fused", round(gain, 2), round(agreement, 4), "faster, same ranking")
+def probe(plain: Forward, fast: dict[str, Forward], timing: list[dict], pairs: list[dict]) -> Verdict:
+    """Time each of `fast` against `plain` on `timing` (the batches a real call makes), compare their scores on
+    `pairs` (batches of real text), and choose the fastest that is MIN_GAIN faster and ranks as eager does."""
+    reference = np.concatenate([plain(f).float().reshape(-1).numpy() for f in pairs])
+    found = {}
+    for name, forward in fast.items():
+        scores = np.concatenate([forward(f).float().reshape(-1).numpy() for f in pairs])
+        agreement = _spearman(reference, scores) if len(scores) > 1 else 1.0
+        found[name] = (round(speedup(plain, forward, timing), 2), round(agreement, 4))
+    why = "; ".join(f"{name} {gain}x eager, Spearman {agreement}" for name, (gain, agreement) in found.items())
+    good = {name: m for name, m in found.items() if m[0] >= MIN_GAIN and m[1] >= MIN_AGREEMENT}
+    if not good:
+        best = max(found, key=lambda name: found[name][0])
+        return Verdict("torch", *found[best], f"none {MIN_GAIN}x faster with the same ranking ({why})")
+    best = max(good, key=lambda name: good[name][0])
+    return Verdict(best, *good[best], f"fastest with the same ranking ({why})")
+
+
+def build(backend: str, signature: str, model: torch.nn.Module, example: dict, calibration: Callable[[], list[dict]],
+          output: str = "logits") -> Forward:
+    """The forward `backend` ("fused" or "openvino") runs `model` with; a CascadeError if it cannot."""
+    if backend == "fused":
+        return fused(model, example, output)
+    if example[next(iter(example))].device.type != "cpu":
+        raise CascadeError("the openvino backend runs on CPU only (use device='cpu', or backend torch or fused)")
+    from cascade.models import openvino_int8
+
+    keys = tuple(example)
+    module = _Positional(model if _fp32(model) else copy.deepcopy(model).float(), keys, output)
+    return openvino_int8.int8(module, keys, example, calibration(), signature)
+
+
+def _fp32(model: torch.nn.Module) -> bool:
+    return next(model.parameters()).dtype == torch.float32
+
+
+def tried(model: torch.nn.Module) -> tuple[str, ...]:
+    """What "auto" measures against eager: fused; and OpenVINO int8 where installed and the model runs in fp32
+    (where bf16 pays, fused bf16 beat it: `cascade.models.openvino_int8`)."""
+    from cascade.models import openvino_int8
+
+    return ("fused", "openvino") if _fp32(model) and openvino_int8.installed() else ("fused",)
+
+
+def verdict_key(signature: str, model: torch.nn.Module) -> str:
+    """Where "auto"'s verdict for `model` is kept: the machine, the model's signature and what was tried (so a
+    verdict measured before OpenVINO was installed is measured again once it is)."""
+    return machine_key(signature + "".join(f"+{name}" for name in tried(model)[1:]))
 
 
 def select(backend: str, signature: str, model: torch.nn.Module, plain: Forward, example: dict,
            timing: Callable[[], list[dict]], probes: Callable[[], list[dict]],
            output: str = "logits") -> tuple[Forward, str, Verdict | None]:
     """(forward, backend name, verdict) for `model`, whose eager forward is `plain`: "torch" keeps it, "fused"
-    traces it on `example`, "auto" follows the verdict cached for this machine and `signature`, else probes
-    (`timing()`: the batches one real call makes; `probes()`: batches of real text) and caches what it found."""
+    traces it on `example`, "openvino" quantises it to int8 on `probes()` (batches of real text); "auto"
+    follows the verdict cached for this machine and `signature`, else measures what `tried` lists
+    (`timing()`: the batches one real call makes) and caches what it found."""
     backend = requested(backend)
     if backend == "torch":
         return plain, "torch", None
-    if backend == "fused":
-        return fused(model, example, output), "fused", None
-    key = machine_key(signature)
+    if backend != "auto":
+        return build(backend, signature, model, example, probes, output), backend, None
+    candidates, key = tried(model), verdict_key(signature, model)
     verdict = cached(key)
-    fast = None
-    if verdict is None or verdict.choice == "fused":
+    if verdict is None:
+        built, failed = {}, []
+        for name in candidates:
+            try:
+                built[name] = build(name, signature, model, example, probes, output)
+            except CascadeError as e:
+                failed.append(str(e))
+        verdict = probe(plain, built, timing(), probes()) if built else Verdict("torch", why="; ".join(failed))
+        remember(key, verdict)
+        forward = built.get(verdict.choice, plain)
+    elif verdict.choice == "torch":
+        forward = plain
+    else:
         try:
-            fast = fused(model, example, output)
+            forward = build(verdict.choice, signature, model, example, probes, output)
         except CascadeError as e:
             verdict = Verdict("torch", why=str(e))
             remember(key, verdict)
-    if verdict is None:
-        verdict = probe(plain, fast, timing(), probes())
-        remember(key, verdict)
-    if verdict.choice == "fused" and fast is not None:
-        return fast, "fused", verdict
-    return plain, "torch", verdict
+            forward = plain
+    return forward, verdict.choice, verdict
 
 
 def probe_texts() -> list[str]:

@@ -45,19 +45,20 @@ class Encoder:
         self.model_id = model
         self.path = resolve(model)
         self.device = pick_device(device)
-        self.dtype = autocast_dtype(self.device, precision)
+        self.backend = backends.requested(backend)  # what was asked for; the passage model settles it
+        # int8 is quantised from the fp32 weights, not from a bf16 copy of them
+        self.dtype = None if self.backend == "openvino" else autocast_dtype(self.device, precision)
         # fp32 weights, for queries; passages get a copy in the compute dtype (`passage_forward`)
         self.tokenizer, self.model = load_model("AutoModel", self.path, model, "encoder", self.device)
         self.pooling = self._read_st_file("1_Pooling/config.json").get("pooling_mode_cls_token") and "cls" or "mean"
         st_max = self._read_st_file("sentence_bert_config.json").get("max_seq_length")
         self.max_length = max_length or st_max or min(512, self.model.config.max_position_embeddings)
         self.dim = int(self.model.config.hidden_size)
-        self.backend = backends.requested(backend)  # what was asked for; the passage model settles it
         self.verdict: Verdict | None = None
         self._passage_forward: backends.Forward | None = None
 
     def passage_forward(self) -> backends.Forward:
-        """Passages' model: the weights in the compute dtype, eager or fused (built on first use, so a process
+        """Passages' model: the weights in the compute dtype, eager, fused or int8 (built on first use, so a process
         that only encodes queries never pays for it)."""
         if self._passage_forward is None:
             model = self.model if self.dtype is None else copy.deepcopy(self.model).to(self.dtype)

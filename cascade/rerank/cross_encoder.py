@@ -25,6 +25,8 @@ from cascade.rerank.base import Encoded, Reranker
 from cascade.rerank.budget import CostModel
 from cascade.rerank.pairs import WORD_CAP, PairTokens, cut
 
+PROBE_QUERIES = 3  # demo queries whose pairs with every demo passage probe backends and calibrate int8
+
 
 def check_cross_encoder_config(name: str, config: dict) -> None:
     """Refuse checkpoints that would load with a randomly initialised head (silent garbage)."""
@@ -62,8 +64,9 @@ class CrossEncoder(Reranker):
 
     Pairs are tokenised once and each is padded to its own length rounded up (`cascade.models.runtime`), so a
     pair scores the same alone or micro-batched with others (to 2.3e-7 eager, exactly fused); inference runs under
-    `torch.inference_mode()`. `backend` runs the model eager ("torch") or traced and fused by oneDNN Graph
-    ("fused", 1.47x on 30 pairs on the AMX CPU); "auto" measures both once per machine (`cascade.models.backends`).
+    `torch.inference_mode()`. `backend` runs the model eager ("torch"), traced and fused by oneDNN Graph
+    ("fused", 1.47x on 30 pairs on the AMX CPU) or as OpenVINO int8 ("openvino", where bf16 does not pay); "auto"
+    measures them once per machine (`cascade.models.backends`).
     The weights are cast to the compute dtype (bf16 on AMX CPUs and CUDA; the one-logit head stays fp32):
     on this 2-core CPU that is 1.2x faster than fp32 weights under autocast, with the same scores to 3
     decimals. A warm-up batch at load keeps one-off kernel setup out of the first query's latency and
@@ -79,7 +82,8 @@ class CrossEncoder(Reranker):
         check_cross_encoder_config(model, read_config(self.path))
         self.weights = weights_fingerprint(self.path)
         self.device = pick_device(device)
-        self.dtype = autocast_dtype(self.device, precision)
+        # int8 is quantised from the fp32 weights, not from a bf16 copy of them
+        self.dtype = None if wanted == "openvino" else autocast_dtype(self.device, precision)
         self.tokenizer, self.model = load_model("AutoModelForSequenceClassification", self.path, model, "reranker",
                                                 self.device, self.dtype)
         check_cross_encoder_config(model, self.model.config.to_dict())
@@ -115,23 +119,24 @@ class CrossEncoder(Reranker):
     @property
     def signature(self) -> str:
         """Model (its id and which weights it holds), truncation, precision and backend: a bf16 score is not
-        served to an fp32 process from a shared cache, nor a fused one to an eager one, nor an old model's
-        score once the folder holds a retrained one."""
-        return self._signature + ("+fused" if self.backend == "fused" else "")
+        served to an fp32 process from a shared cache, nor a fused or int8 one to an eager one, nor an old
+        model's score once the folder holds a retrained one."""
+        return self._signature + ("" if self.backend == "torch" else f"+{self.backend}")
 
     @property
     def _signature(self) -> str:
         return model_signature(self.model_id, self.weights, self.max_length, self.dtype)
 
     def use_backend(self, backend: str) -> None:
-        """Run the model as `backend` says ("fused", or "auto": the cached or freshly probed verdict for this
-        machine, model and window); a model "auto" cannot trace stays eager."""
+        """Run the model as `backend` says ("fused", "openvino", or "auto": the cached or freshly probed verdict
+        for this machine, model and window); a model "auto" cannot trace or convert stays eager. The demo's
+        queries with every demo passage are the probe pairs and int8's calibration."""
         filler = " ".join(["retrieval"] * self.max_length)
         example = self._padded([("warm up", filler), ("warm up", "short")])
         self.forward, self.backend, self.verdict = backends.select(
             backend, self._signature, self.model, self.forward, example,
             timing=lambda: self._groups(backends.probe_pairs()[0][:30]),
-            probes=lambda: [self._padded(p) for p in backends.probe_pairs()])
+            probes=lambda: [self._padded(p) for p in backends.probe_pairs(queries=PROBE_QUERIES)])
 
     def _groups(self, pairs: Sequence[tuple[str, str]]) -> list[dict]:
         """The padded batches one `score` call on `pairs` runs: what a search's rerank costs."""
