@@ -15,7 +15,9 @@ Per level, on the hybrid top 30 of the first N SciFact test queries (one call pe
 (sentence-transformers CrossEncoder fp32, max_length 512, batch 32), the bundled teacher and student at the
 window search uses, eager and fused, in the precision `auto` picks there (measured where the level has bf16
 units: `cascade.models.verdicts.precision_verdict`), and eager in fp32 and in bf16 forced, to check that
-pick; and the bi-encoder's passages/s.
+pick; OpenVINO int8 where the openvino extra is installed; and the bi-encoder's passages/s. OpenVINO's
+oneDNN is capped too, but a release build does not cap OpenVINO's own kernels (attention, element-wise:
+`OV_CPU_MAX_ISA` is a debug-build switch), so its rows below native flatter it somewhat.
 Writes benchmarks/results/isa-levels.{json,md} and the README table.
 """
 
@@ -47,6 +49,7 @@ def measure(queries: int) -> dict:
     from cascade import CrossEncoder
     from cascade.evaluate.beir import load_split
     from cascade.evaluate.runner import open_cascade
+    from cascade.models import openvino_int8
     from cascade.models.hub import resolve
     from cascade.models.runtime import cpu_has_fast_bf16, dtype_name
     from cascade.models.verdicts import forget, precision_verdict
@@ -66,7 +69,7 @@ def measure(queries: int) -> dict:
                          lambda p: baseline.predict(p, batch_size=32, show_progress_bar=False), *common, depth=30)]
     verdicts = {}
     for model in ("cascade-reranker", "cascade-reranker-fast"):
-        for backend in ("torch", "fused", "auto"):
+        for backend in ("torch", "fused", "openvino", "auto") if openvino_int8.installed() else ("torch", "fused", "auto"):
             ce = CrossEncoder(model, fit=fit, backend=backend)
             if backend == "auto":
                 verdicts[model] = {"backend": ce.backend, **(vars(ce.verdict) if ce.verdict else {})}
@@ -117,12 +120,12 @@ def render(levels: dict, queries: int) -> str:
             f"{cells[n]['p50_ms']} ({cells[n]['speedup']}x)" if n in cells else "" for n in names) + f" | {ndcg} |")
     lines += ["", "Precision each level ran in (auto), what `--backend auto` chose there, and the bi-encoder's "
               "passages/s (256 passages, batch 16) per level:", "",
-              "| level | precision | teacher auto | student auto | bi-encoder passages/s (fp32 -> auto, auto fused) |",
+              "| level | precision | teacher auto | student auto | bi-encoder passages/s |",
               "|---|---|---|---|---|"]
     for level in names:
         data = levels[level]
         auto = {model: f"{v['backend']} ({v.get('speedup')}x)" for model, v in data["auto"].items()}
-        enc = " -> ".join(str(e["passages_per_s"]) for e in data["encoding"])
+        enc = ", ".join(f"{e['name'].removeprefix('bi-encoder ')} {e['passages_per_s']}" for e in data["encoding"])
         precision = f"{data['precision']['chosen']} ({data['precision']['why']})"
         lines.append(f"| {level} | {precision} | {auto['cascade-reranker']} | {auto['cascade-reranker-fast']} | {enc} |")
     return "\n".join(lines) + "\n"

@@ -107,6 +107,13 @@ def time_search(name, cascade, split, qids, texts, depth, budget_ms, repeat=Fals
     return row, runs
 
 
+def kind(ce) -> str:
+    """What a cross-encoder computes in, as the table names it: int8 (OpenVINO), bf16 or fp32."""
+    from cascade.models.runtime import dtype_name
+
+    return "int8" if ce.backend == "openvino" else dtype_name(ce.dtype).replace("bfloat16", "bf16")
+
+
 def encode_rates(cascade, n: int = 1024) -> list[dict]:
     """Bi-encoder passages/s on the index's first `n` passages (what `cascade index` spends its time on), per
     precision and backend, best of two passes after a warm-up one, each against fp32 torch in this run."""
@@ -115,7 +122,11 @@ def encode_rates(cascade, n: int = 1024) -> list[dict]:
 
     texts = [p.content for p in cascade.index.passages[:n]]
     rows = []
-    for precision, backend in (("fp32", "torch"), ("auto", "torch"), ("auto", "fused")):
+    from cascade.models import openvino_int8
+
+    runs = (("fp32", "torch"), ("auto", "torch"), ("auto", "fused")) + ((("fp32", "openvino"),)
+                                                                      if openvino_int8.installed() else ())
+    for precision, backend in runs:
         encoder = Encoder(precision=precision, backend=backend)
         best = min(timed_calls(lambda t: encoder.encode(t, batch_size=16), [texts, texts])[0])  # after a warm-up pass
         dtype = dtype_name(encoder.dtype)
@@ -203,20 +214,25 @@ def main() -> None:
         ce = CrossEncoder(args.model, max_length=max_length, backend="torch")
         rows.append(time_predict(f"cascade bf16 torch, max_length {max_length}, batch 8",
                                  lambda p, ce=ce: ce.predict(p, batch_size=8, raw_scores=True), *common, depth=30))
-    for backend in ("torch", "fused"):
+    from cascade.models import openvino_int8
+
+    int8 = ("openvino",) if openvino_int8.installed() else ()  # int8: what auto may pick where bf16 does not pay
+    for backend in ("torch", "fused", *int8):
         ce = CrossEncoder(args.model, fit=fit, backend=backend)
         for depth, sizes in ((30, (8, 32)), (100, (32,))):
             for bs in sizes:
                 label = " (default)" if backend == default.backend and bs == batch else ""
-                rows.append(time_predict(f"cascade bf16 {backend}, max_length {default_len}, batch {bs}{label}",
+                rows.append(time_predict(f"cascade {kind(ce)} {backend}, max_length {default_len}, batch {bs}{label}",
                                          lambda p, ce=ce, bs=bs: ce.predict(p, batch_size=bs, raw_scores=True),
                                          *common, depth=depth))
     others = [CrossEncoder(extra, fit=fit) for extra in args.extra]  # timed bare here, on the search path below
-    for extra, ce in zip(args.extra, others):
-        for depth in (30, 100):
-            rows.append(time_predict(f"{Path(extra).name} bf16 {ce.backend}, max_length {ce.max_length}, batch {batch}",
-                                     lambda p, ce=ce: ce.predict(p, batch_size=batch, raw_scores=True), *common,
-                                     depth=depth))
+    for extra, auto in zip(args.extra, others):
+        for ce in (auto, *(CrossEncoder(extra, fit=fit, backend=b) for b in int8)):
+            for depth in (30, 100):
+                rows.append(time_predict(f"{Path(extra).name} {kind(ce)} {ce.backend}, max_length {ce.max_length}, "
+                                         f"batch {batch}", lambda p, ce=ce: ce.predict(p, batch_size=batch,
+                                                                                      raw_scores=True),
+                                         *common, depth=depth))
 
     searched = load_reranker(fit=fit).reranker  # the default reranker, loaded as search loads it
     scored = {}
