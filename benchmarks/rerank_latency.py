@@ -108,7 +108,7 @@ def time_search(name, cascade, split, qids, texts, depth, budget_ms, repeat=Fals
 
 
 def kind(ce) -> str:
-    """What a cross-encoder computes in, as the table names it: int8 (OpenVINO), bf16 or fp32."""
+    """What a cross-encoder or bi-encoder computes in, as the tables name it: int8 (OpenVINO), bf16 or fp32."""
     from cascade.models.runtime import dtype_name
 
     return "int8" if ce.backend == "openvino" else dtype_name(ce.dtype).replace("bfloat16", "bf16")
@@ -118,7 +118,6 @@ def encode_rates(cascade, n: int = 1024) -> list[dict]:
     """Bi-encoder passages/s on the index's first `n` passages (what `cascade index` spends its time on), per
     precision and backend, best of two passes after a warm-up one, each against fp32 torch in this run."""
     from cascade.models.bi_encoder import Encoder
-    from cascade.models.runtime import dtype_name
 
     texts = [p.content for p in cascade.index.passages[:n]]
     rows = []
@@ -129,8 +128,7 @@ def encode_rates(cascade, n: int = 1024) -> list[dict]:
     for precision, backend in runs:
         encoder = Encoder(precision=precision, backend=backend)
         best = min(timed_calls(lambda t: encoder.encode(t, batch_size=16), [texts, texts])[0])  # after a warm-up pass
-        dtype = dtype_name(encoder.dtype)
-        rows.append({"name": f"bi-encoder {dtype} {encoder.backend}", "passages_per_s": round(n / best * 1000, 1)})
+        rows.append({"name": f"bi-encoder {kind(encoder)} {encoder.backend}", "passages_per_s": round(n / best * 1000, 1)})
         rows[-1]["speedup_vs_fp32"] = round(rows[-1]["passages_per_s"] / rows[0]["passages_per_s"], 2)
         print(json.dumps(rows[-1]), flush=True)
     return rows

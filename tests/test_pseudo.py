@@ -48,7 +48,8 @@ def test_pseudo_queries_are_deterministic_one_per_document_and_of_every_kind(pas
     assert len(made) == 60 and len({q.doc_id for q in made}) == 60
     assert {q.kind for q in made} == {"title", "cloze", "keywords"}
     for q in made:
-        source = next(p for p in passages if p.doc_id == q.doc_id and (q.positive in (p.text, p.content) or q.query in p.text))
+        source = next(p for p in passages
+                      if p.doc_id == q.doc_id and (q.positive in (p.text, p.content) or q.query in p.text))
         if q.kind == "title":  # the title asks; the body answers without repeating it
             assert q.query == source.title.strip() and q.positive == source.text and q.strip_titles
         elif q.kind == "cloze":  # the sentence is taken out of the passage it asks for
