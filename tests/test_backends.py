@@ -46,12 +46,13 @@ def test_auto_measures_once_per_machine_and_model_and_keeps_the_verdict(tiny_ce,
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("CASCADE_BACKEND", raising=False)
     ce = CrossEncoder(str(tiny_ce), warm_up=False)
-    key = backends.verdict_key(ce._signature, ce.model)
+    key = verdicts.machine_key(ce._signature)
     stored = json.loads((tmp_path / "cascade" / "backends.json").read_text())
     assert stored[key]["choice"] == ce.backend == ce.verdict.choice
     assert stored[key]["speedup"] > 0 and -1 <= stored[key]["agreement"] <= 1 and stored[key]["why"]
     # the next load reads the verdict instead of measuring again
-    stored[key] = {"choice": "torch", "speedup": 0.5, "agreement": 1.0, "why": "slower here"}
+    stored[key] = {"choice": "torch", "speedup": 0.5, "agreement": 1.0, "why": "slower here",
+                   "tried": list(backends.tried(ce.model))}
     (tmp_path / "cascade" / "backends.json").write_text(json.dumps(stored))
     again = CrossEncoder(str(tiny_ce), warm_up=False)
     assert again.backend == "torch" and again.verdict.why == "slower here"
@@ -182,26 +183,43 @@ def test_the_bi_encoder_encodes_passages_in_int8_close_to_fp32_and_queries_in_fp
     np.testing.assert_array_equal(int8.encode_query("what raises tides?"), eager.encode_query("what raises tides?"))
 
 
-def test_auto_times_int8_for_a_model_in_fp32_and_says_what_it_measured(tiny_ce, tmp_path, monkeypatch):
+def bf16_does_not_pay_here() -> None:
+    """Store this machine's precision verdict as fp32, as `auto` finds it on a CPU without AMX (on one without bf16
+    units it is fp32 unmeasured anyway): the case where "auto" also times int8."""
+    verdicts.remember(verdicts.machine_key(verdicts.PRECISION), verdicts.Verdict("fp32", why="bf16 did not pay"))
+
+
+def test_auto_times_int8_where_bf16_did_not_pay_and_says_what_it_measured(tiny_ce, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setenv("CASCADE_PRECISION", "fp32")  # where bf16 does not pay: int8 is a candidate
     monkeypatch.delenv("CASCADE_BACKEND", raising=False)
+    monkeypatch.delenv("CASCADE_PRECISION", raising=False)
+    bf16_does_not_pay_here()
     ce = CrossEncoder(str(tiny_ce), warm_up=False)
-    assert backends.tried(ce.model) == ("fused", "openvino")
+    assert ce.dtype is None and backends.tried(ce.model, ce.precision) == ("fused", "openvino")
     assert "fused" in ce.verdict.why and "openvino" in ce.verdict.why and ce.backend == ce.verdict.choice
-    stored = json.loads((tmp_path / "cascade" / "backends.json").read_text())
-    assert backends.verdict_key(ce._signature, ce.model).endswith("+openvino") and \
-        backends.verdict_key(ce._signature, ce.model) in stored
-    monkeypatch.setenv("CASCADE_PRECISION", "bf16")  # where bf16 pays, fused bf16 ran as fast as int8: not tried
-    assert backends.tried(CrossEncoder(str(tiny_ce), backend="torch", warm_up=False).model) == ("fused",)
+    path = tmp_path / "cascade" / "backends.json"
+    stored = json.loads(path.read_text())
+    key = verdicts.machine_key(ce._signature)
+    assert stored[key]["tried"] == ["fused", "openvino"]
+    # a verdict measured before OpenVINO was installed (fused only) is measured again
+    stored[key] = {"choice": "torch", "why": "fused only", "tried": ["fused"]}
+    path.write_text(json.dumps(stored))
+    assert CrossEncoder(str(tiny_ce), warm_up=False).verdict.tried == ("fused", "openvino")
+    # fp32 asked for (bit-stable runs) keeps int8 out, as does bf16 where it pays
+    for precision in ("fp32", "bf16"):
+        chosen = CrossEncoder(str(tiny_ce), precision=precision, backend="torch", warm_up=False)
+        assert backends.tried(chosen.model, chosen.precision) == ("fused",)
 
 
 def test_without_the_extra_openvino_is_refused_by_name_and_auto_does_not_try_it(tiny_ce, tmp_path, monkeypatch):
     from cascade.models import openvino_int8
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("CASCADE_PRECISION", raising=False)
+    bf16_does_not_pay_here()
+    ce = CrossEncoder(str(tiny_ce), backend="torch", warm_up=False)
+    assert backends.tried(ce.model, ce.precision) == ("fused", "openvino")
     monkeypatch.setattr(openvino_int8, "installed", lambda: False)  # as on a machine without the extra
     with pytest.raises(CascadeError, match=r"pip install 'cascade-retrieval\[openvino\]'"):
         CrossEncoder(str(tiny_ce), backend="openvino", warm_up=False)
-    ce = CrossEncoder(str(tiny_ce), backend="torch", precision="fp32", warm_up=False)
-    assert backends.tried(ce.model) == ("fused",)
+    assert backends.tried(ce.model, ce.precision) == ("fused",)

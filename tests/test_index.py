@@ -12,7 +12,7 @@ import pytest
 from cascade import Cascade, CascadeError, load_documents
 from cascade.cli import main
 from cascade.index import FORMAT_VERSION, Index
-from tests.conftest import DOCS, write_jsonl
+from tests.conftest import DOCS, assert_within_bound, write_jsonl
 
 
 def build(src, out, *extra):
@@ -55,8 +55,6 @@ def test_manifest_records_format_models_counts_settings(small_index):
 
 
 def test_dense_vectors_are_normalised_and_match_a_fresh_encoding(small_index):
-    import numpy as np
-
     cascade = Cascade.load(small_index, reranker=None)
     vectors = cascade.index.dense.vectors()
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
@@ -400,4 +398,4 @@ def test_passage_token_ids_are_stored_and_search_reranks_without_tokenising_a_pa
     fresh = CrossEncoder(str(tiny_ce), backend=ce.backend)  # tokenises every pair itself
     head = runs.heads["rerank"][0]
     expected = fresh.predict([("cache miss", index.passages[int(i)].content) for i in head], raw_scores=True)
-    np.testing.assert_array_equal(runs.raw["rerank"], expected)
+    assert_within_bound(runs.raw["rerank"], expected, ce.dtype)  # exact natively; kernels may differ elsewhere

@@ -159,35 +159,31 @@ def _fp32(model: torch.nn.Module) -> bool:
     return next(model.parameters()).dtype == torch.float32
 
 
-def tried(model: torch.nn.Module) -> tuple[str, ...]:
+def tried(model: torch.nn.Module, precision: str = "auto") -> tuple[str, ...]:
     """What "auto" measures against eager: fused; and OpenVINO int8 where installed and the model runs in fp32
-    (where bf16 pays, fused bf16 beat it: `cascade.models.openvino_int8`)."""
+    because `precision` "auto" found that bf16 does not pay here (where it pays, fused bf16 ran as fast as int8:
+    `cascade.models.openvino_int8`). A precision the caller chose, e.g. fp32 for bit-stable runs, keeps int8 out."""
     from cascade.models import openvino_int8
 
-    return ("fused", "openvino") if _fp32(model) and openvino_int8.installed() else ("fused",)
-
-
-def verdict_key(signature: str, model: torch.nn.Module) -> str:
-    """Where "auto"'s verdict for `model` is kept: the machine, the model's signature and what was tried (so a
-    verdict measured before OpenVINO was installed is measured again once it is)."""
-    return machine_key(signature + "".join(f"+{name}" for name in tried(model)[1:]))
+    int8 = precision == "auto" and _fp32(model) and openvino_int8.installed()
+    return ("fused", "openvino") if int8 else ("fused",)
 
 
 def select(backend: str, signature: str, model: torch.nn.Module, plain: Forward, example: dict,
            timing: Callable[[], list[dict]], probes: Callable[[], list[dict]],
-           output: str = "logits") -> tuple[Forward, str, Verdict | None]:
+           output: str = "logits", precision: str = "auto") -> tuple[Forward, str, Verdict | None]:
     """(forward, backend name, verdict) for `model`, whose eager forward is `plain`: "torch" keeps it, "fused"
     traces it on `example`, "openvino" quantises it to int8 on `probes()` (batches of real text); "auto"
-    follows the verdict cached for this machine and `signature`, else measures what `tried` lists
-    (`timing()`: the batches one real call makes) and caches what it found."""
+    follows the verdict cached for this machine and `signature`, else measures what `tried` lists for the
+    `precision` asked for (`timing()`: the batches one real call makes) and caches what it found."""
     backend = requested(backend)
     if backend == "torch":
         return plain, "torch", None
     if backend != "auto":
         return build(backend, signature, model, example, probes, output), backend, None
-    candidates, key = tried(model), verdict_key(signature, model)
+    candidates, key = tried(model, precision), machine_key(signature)
     verdict = cached(key)
-    if verdict is None:
+    if verdict is None or tuple(verdict.tried) != candidates:  # measured again once OpenVINO is installed
         built, failed = {}, []
         for name in candidates:
             try:
@@ -195,6 +191,7 @@ def select(backend: str, signature: str, model: torch.nn.Module, plain: Forward,
             except CascadeError as e:
                 failed.append(str(e))
         verdict = probe(plain, built, timing(), probes()) if built else Verdict("torch", why="; ".join(failed))
+        verdict.tried = candidates
         remember(key, verdict)
         forward = built.get(verdict.choice, plain)
     elif verdict.choice == "torch":
@@ -203,7 +200,7 @@ def select(backend: str, signature: str, model: torch.nn.Module, plain: Forward,
         try:
             forward = build(verdict.choice, signature, model, example, probes, output)
         except CascadeError as e:
-            verdict = Verdict("torch", why=str(e))
+            verdict = Verdict("torch", why=str(e), tried=candidates)
             remember(key, verdict)
             forward = plain
     return forward, verdict.choice, verdict

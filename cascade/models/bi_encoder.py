@@ -25,6 +25,7 @@ from cascade.models.runtime import (
     model_signature,
     padded_groups,
     pick_device,
+    requested_precision,
     weights_fingerprint,
 )
 from cascade.models.verdicts import Verdict
@@ -47,7 +48,8 @@ class Encoder:
         self.device = pick_device(device)
         self.backend = backends.requested(backend)  # what was asked for; the passage model settles it
         # int8 is quantised from the fp32 weights, not from a bf16 copy of them
-        self.dtype = None if self.backend == "openvino" else autocast_dtype(self.device, precision)
+        self.precision = requested_precision(precision)
+        self.dtype = None if self.backend == "openvino" else autocast_dtype(self.device, self.precision)
         # fp32 weights, for queries; passages get a copy in the compute dtype (`passage_forward`)
         self.tokenizer, self.model = load_model("AutoModel", self.path, model, "encoder", self.device)
         self.pooling = self._read_st_file("1_Pooling/config.json").get("pooling_mode_cls_token") and "cls" or "mean"
@@ -70,7 +72,7 @@ class Encoder:
                 self.backend, signature, model, plain, self._padded(["warm up " * self.max_length, "short"]),
                 timing=lambda: [self._padded(["warm up " * self.max_length] * 16)],
                 probes=lambda: [self._padded(texts[i : i + 16]) for i in range(0, len(texts), 16)],
-                output="last_hidden_state")
+                output="last_hidden_state", precision=self.precision)
         return self._passage_forward
 
     def _padded(self, texts: list[str]) -> dict:

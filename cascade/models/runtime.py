@@ -74,9 +74,14 @@ def option(value: str, allowed: Sequence[str], env: str, what: str) -> str:
     return value
 
 
+def requested_precision(precision: str) -> str:
+    """The precision asked for, `CASCADE_PRECISION` standing in for "auto"; a clear error for unknown names."""
+    return option(precision, PRECISIONS, PRECISION_ENV, "precision")
+
+
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The autocast dtype for `precision` on `device`, or None to run in fp32."""
-    precision = option(precision, PRECISIONS, PRECISION_ENV, "precision")
+    precision = requested_precision(precision)
     if precision == "fp32":
         return None
     if precision == "auto":

@@ -29,10 +29,11 @@ class Verdict:
     """What "auto" chose for one machine and model+window (a backend), or one machine (a precision), and the
     measurements behind it."""
 
-    choice: str  # "torch" or "fused"; "bf16" or "fp32"
-    speedup: float | None = None  # eager ms / fused ms (fp32 ms / bf16 ms) on the probe batches
-    agreement: float | None = None  # Spearman of fused vs eager scores on the probe pairs
+    choice: str  # "torch", "fused" or "openvino"; "bf16" or "fp32"
+    speedup: float | None = None  # eager ms / the choice's ms (fp32 ms / bf16 ms) on the probe batches
+    agreement: float | None = None  # Spearman of the choice's vs eager scores on the probe pairs
     why: str = ""
+    tried: tuple[str, ...] = ()  # the backends measured against eager (a verdict without one is measured again)
 
 
 def _ms(forward: Forward, features: dict) -> float:

@@ -18,6 +18,7 @@ from cascade.models.runtime import (
     padded_groups,
     padded_length,
     pick_device,
+    requested_precision,
     tokenizer_fingerprint,
     weights_fingerprint,
 )
@@ -83,7 +84,8 @@ class CrossEncoder(Reranker):
         self.weights = weights_fingerprint(self.path)
         self.device = pick_device(device)
         # int8 is quantised from the fp32 weights, not from a bf16 copy of them
-        self.dtype = None if wanted == "openvino" else autocast_dtype(self.device, precision)
+        self.precision = requested_precision(precision)
+        self.dtype = None if wanted == "openvino" else autocast_dtype(self.device, self.precision)
         self.tokenizer, self.model = load_model("AutoModelForSequenceClassification", self.path, model, "reranker",
                                                 self.device, self.dtype)
         check_cross_encoder_config(model, self.model.config.to_dict())
@@ -108,7 +110,8 @@ class CrossEncoder(Reranker):
         self.weights = ""  # in memory, changing as it trains: never cached across processes
         self.model, self.tokenizer = model, tokenizer
         self.device = next(model.parameters()).device
-        self.dtype = autocast_dtype(self.device, precision)
+        self.precision = requested_precision(precision)
+        self.dtype = autocast_dtype(self.device, self.precision)
         self.max_length = pair_budget(model, tokenizer, max_length)
         self.pairs = PairTokens(tokenizer, self.max_length)
         self.cost = CostModel()
@@ -136,7 +139,8 @@ class CrossEncoder(Reranker):
         self.forward, self.backend, self.verdict = backends.select(
             backend, self._signature, self.model, self.forward, example,
             timing=lambda: self._groups(backends.probe_pairs()[0][:30]),
-            probes=lambda: [self._padded(p) for p in backends.probe_pairs(queries=PROBE_QUERIES)])
+            probes=lambda: [self._padded(p) for p in backends.probe_pairs(queries=PROBE_QUERIES)],
+            precision=self.precision)
 
     def _groups(self, pairs: Sequence[tuple[str, str]]) -> list[dict]:
         """The padded batches one `score` call on `pairs` runs: what a search's rerank costs."""
