@@ -137,7 +137,7 @@ class Index:
                                                 settings["shards"])
             reuse = previous.data.parent if previous is not None and \
                 previous.manifest["encoder"]["model"] == encoder.model_id else None
-            shared = encoder if runner.in_process else encoder.model_id  # workers load their own copy
+            shared = encoder if runner.in_process else encoder.settled()  # workers load their own copy
             names = [_shard_name(k) for k in range(len(bounds))]
             counted = runner.map(_count_and_encode, [(data / n, shared, reuse, progress) for n in names])
             collection = Collection.merge([(c["df"], c["passages"], c["tokens"]) for c in counted],
@@ -260,7 +260,7 @@ def _stage_passages(docs: Iterable[Document], words: int, overlap: int, data: Pa
     return len(doc_ends), ends
 
 
-def _count_and_encode(folder: Path, encoder: Encoder | str, reuse: Path | None, progress: bool) -> dict:
+def _count_and_encode(folder: Path, encoder: Encoder | dict, reuse: Path | None, progress: bool) -> dict:
     """Shard step 1: BM25 term counts (kept in the shard until global statistics exist) and dense vectors,
     reused from the previous index by content digest, else encoded block by block into a memory map."""
     encoder = worker_encoder(encoder)

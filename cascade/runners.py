@@ -52,15 +52,16 @@ def require_ray() -> Any:
     return ray
 
 
-_ENCODERS: dict[str, Any] = {}
+_ENCODERS: dict[tuple, Any] = {}
 
 
 def worker_encoder(encoder):
-    """The encoder itself, or (on a worker, given a model name) one loaded once per worker process."""
-    if not isinstance(encoder, str):
+    """The encoder itself, or (on a worker, given `Encoder.settled()`) one loaded once per worker process."""
+    if not isinstance(encoder, dict):
         return encoder
-    if encoder not in _ENCODERS:
+    key = tuple(sorted(encoder.items()))
+    if key not in _ENCODERS:
         from cascade.models.bi_encoder import Encoder
 
-        _ENCODERS[encoder] = Encoder(encoder)
-    return _ENCODERS[encoder]
+        _ENCODERS[key] = Encoder(**encoder)
+    return _ENCODERS[key]

@@ -114,7 +114,8 @@ def test_ray_builds_and_searches_like_the_embedded_path(corpus, tmp_path):
             (ba, bs_a), (da, ds_a), (fa, _) = first_stages(a, q)
             (bb, bs_b), (db, ds_b), (fb, _) = first_stages(b, q)
             assert np.array_equal(ba, bb) and np.array_equal(bs_a, bs_b)  # BM25: identical
-            # dense: the workers batch passages differently and run one thread each; a passage's vector
+            # dense: the workers batch passages differently and run one thread each (with the backend and precision
+            # this process chose, `Encoder.settled`); a passage's vector
             # may change only within the precision's stated bound, and only near-ties may swap
             assert_within_bound(ds_b[:10], ds_a[:10], a.encoder.dtype)
             assert_same_order_beyond_bound(da[:10], ds_a[:10], db, ds_b, a.encoder.dtype)

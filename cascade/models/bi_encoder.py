@@ -25,6 +25,7 @@ from cascade.models.runtime import (
     model_signature,
     padded_groups,
     pick_device,
+    precision_of,
     requested_precision,
     weights_fingerprint,
 )
@@ -74,6 +75,13 @@ class Encoder:
                 probes=lambda: [self._padded(texts[i : i + 16]) for i in range(0, len(texts), 16)],
                 output="last_hidden_state", precision=self.precision)
         return self._passage_forward
+
+    def settled(self) -> dict:
+        """Encoder(**settled()) encodes passages as this one does: the precision and backend this process chose
+        for it, not what another process (a Ray worker with one thread) would measure for itself."""
+        self.passage_forward()
+        return {"model": self.model_id, "precision": precision_of(self.dtype), "backend": self.backend,
+                "max_length": self.max_length}
 
     def _padded(self, texts: list[str]) -> dict:
         """`texts` as one batch of tensors padded to the longest (for probes, not encoding)."""

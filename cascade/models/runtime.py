@@ -116,6 +116,11 @@ def compute_in(model: torch.nn.Module, dtype: torch.dtype | None) -> contextlib.
     return torch.autocast(device_type=weight.device.type, dtype=dtype)
 
 
+def precision_of(dtype: torch.dtype | None) -> str:
+    """The precision name (`PRECISIONS`) that runs at compute dtype `dtype`."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
 def dtype_name(dtype: torch.dtype | None) -> str:
     """"fp32" for None (no reduced precision), else torch's name without "torch." ("bfloat16")."""
     return "fp32" if dtype is None else str(dtype).removeprefix("torch.")
