@@ -27,6 +27,12 @@ FILE_MODE = 0o666 & ~_MASK
 DIR_MODE = 0o777 & ~_MASK  # what a new folder gets
 
 
+def cache_root() -> Path:
+    """Cascade's per-user cache (`$XDG_CACHE_HOME/cascade`, else `~/.cache/cascade`): backend verdicts, int8
+    exports, evaluation indexes. Everything in it can be rebuilt."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cascade"
+
+
 def atomic_write(path: str | Path, data: str | bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,6 @@ best score of its passages (MaxP), so each stage's passage ranking becomes a doc
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +19,7 @@ from cascade.errors import CascadeError
 from cascade.evaluate.beir import Split
 from cascade.evaluate.chains import CHAIN, STAGES, chain, eval_settings, parse_stages
 from cascade.evaluate.metrics import mean, per_query
+from cascade.fileio import cache_root
 from cascade.index import MANIFEST, read_manifest
 from cascade.pipeline import Cascade, RerankerSpec
 from cascade.results import StageRuns
@@ -52,7 +52,7 @@ class EvalResult:
 
 def default_index_dir(data: Path) -> Path:
     """A per-dataset cache folder, so repeated evaluations reuse the embeddings."""
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cascade" / "eval"
+    base = cache_root() / "eval"
     digest = hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:10]
     return base / f"{data.resolve().name}-{digest}"
 

@@ -27,6 +27,7 @@ reranker's cache signature; alone, batched or on one thread, a fused pair scores
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import warnings
 from typing import Callable
@@ -152,7 +153,7 @@ def build(backend: str, signature: str, model: torch.nn.Module, example: dict, c
 
     keys = tuple(example)
     module = _Positional(model if _fp32(model) else copy.deepcopy(model).float(), keys, output)
-    return openvino_int8.int8(module, keys, example, calibration(), signature)
+    return openvino_int8.int8(module, keys, example, calibration, signature)
 
 
 def _fp32(model: torch.nn.Module) -> bool:
@@ -179,6 +180,7 @@ def select(backend: str, signature: str, model: torch.nn.Module, plain: Forward,
     backend = requested(backend)
     if backend == "torch":
         return plain, "torch", None
+    probes = functools.cache(probes)  # int8 calibration and the agreement check share one tokenising
     if backend != "auto":
         return build(backend, signature, model, example, probes, output), backend, None
     candidates, key = tried(model, precision), machine_key(signature)

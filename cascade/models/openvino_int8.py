@@ -26,12 +26,12 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from cascade.errors import CascadeError
-from cascade.fileio import DIR_MODE, FILE_MODE
+from cascade.fileio import DIR_MODE, FILE_MODE, cache_root
 
 INSTALL = "pip install 'cascade-retrieval[openvino]'"
 KEPT = 8  # exported models kept, the most recently used (models loaded from temporary folders would pile up)
@@ -53,7 +53,7 @@ def _modules():
 
 
 def exports_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cascade" / "openvino"
+    return cache_root() / "openvino"
 
 
 class Compiled:
@@ -67,10 +67,11 @@ class Compiled:
         return torch.from_numpy(out.copy())
 
 
-def int8(module: torch.nn.Module, keys: Sequence[str], example: dict, calibration: list[dict],
+def int8(module: torch.nn.Module, keys: Sequence[str], example: dict, calibration: Callable[[], list[dict]],
          signature: str) -> Compiled:
     """`module` (fp32; positional `keys` tensors in, one tensor out) as OpenVINO int8, quantised on the
-    `calibration` batches; converted once per `signature` and cached on disk (written whole, then renamed)."""
+    `calibration()` batches (made only when exporting); converted once per `signature` and cached on disk
+    (written whole, then renamed)."""
     ov, nncf = _modules()
     folder = exports_dir() / hashlib.sha256(signature.encode()).hexdigest()[:16]
     if not (folder / "model.xml").is_file():
@@ -86,7 +87,7 @@ def int8(module: torch.nn.Module, keys: Sequence[str], example: dict, calibratio
 
 
 def _export(ov, nncf, module, keys, example, calibration, folder: Path) -> None:
-    arrays = [[batch[k].cpu().numpy() for k in keys] for batch in calibration]
+    arrays = [[batch[k].cpu().numpy() for k in keys] for batch in calibration()]
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer notes on shape checks that hold

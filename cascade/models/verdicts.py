@@ -10,7 +10,6 @@ over interleaved rounds, so a busy moment moves both sides alike.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+from cascade.fileio import atomic_write, cache_root
 
 Forward = Callable[[dict], torch.Tensor]  # padded features -> one row of output per input row
 KEPT = 64  # verdicts cached, the most recent (models loaded from temporary folders would pile up)
@@ -98,7 +99,7 @@ def _bf16_gain(rows: int = 32, tokens: int = 128, width: int = 384) -> float:
 
 
 def verdicts_path() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cascade" / "backends.json"
+    return cache_root() / "backends.json"
 
 
 def machine_key(signature: str) -> str:
@@ -119,8 +120,6 @@ def read_verdicts() -> dict[str, dict]:
 
 
 def _write(verdicts: dict[str, dict]) -> None:
-    from cascade.fileio import atomic_write
-
     atomic_write(verdicts_path(), json.dumps(verdicts, indent=1))
 
 
