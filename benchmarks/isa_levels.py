@@ -74,7 +74,8 @@ def measure(queries: int) -> dict:
             if backend == "auto":
                 verdicts[model] = {"backend": ce.backend, **(vars(ce.verdict) if ce.verdict else {})}
                 continue
-            rows.append(time_predict(f"{model} {backend}, max_length {ce.max_length}, batch 32",
+            name = "int8 openvino" if backend == "openvino" else backend  # torch and fused: auto's precision
+            rows.append(time_predict(f"{model} {name}, max_length {ce.max_length}, batch 32",
                                      lambda p, ce=ce: ce.predict(p, batch_size=32, raw_scores=True), *common, depth=30))
         for precision in ("fp32", "bf16") if cpu_has_fast_bf16() else ():  # what auto's precision probe weighed
             ce = CrossEncoder(model, fit=fit, backend="torch", precision=precision)
