@@ -130,7 +130,7 @@ class Cascade:
         Args:
             docs: Documents, {"id", "title"?, "text", ...metadata} dicts, or plain strings, streamed.
             path: the index folder; an existing index is updated, re-encoding only changed passages.
-            encoder, reranker: model names or folders (defaults: the bundled MiniLM and cascade-reranker).
+            encoder, reranker: model names or folders (defaults: the bundled MiniLM and cascade-reranker-fast).
             passage_words, overlap, shards, ann, ann_params: `settings.IndexSettings`; None keeps the
                 existing index's value, else the default.
             late_interaction: also store token vectors, from this model (True: the bundled bi-encoder);

@@ -12,6 +12,7 @@ import pytest
 from cascade import Cascade, CascadeError, load_documents
 from cascade.cli import main
 from cascade.index import FORMAT_VERSION, Index
+from cascade.models.hub import BUNDLED_RERANKER
 from tests.conftest import DOCS, assert_within_bound, write_jsonl
 
 
@@ -378,7 +379,7 @@ def test_passage_token_ids_are_stored_and_search_reranks_without_tokenising_a_pa
     for passage, (ids, count) in zip(index.passages, stored):
         assert ids == ce.tokenizer(passage.content, add_special_tokens=False)["input_ids"] and count == len(ids)
     assert index.passage_tokens([0], "another tokenizer") is None
-    bundled = CrossEncoder("cascade-reranker", backend="torch", warm_up=False)  # what search runs by default
+    bundled = CrossEncoder(BUNDLED_RERANKER, backend="torch", warm_up=False)  # what search runs by default
     assert bundled.tokenizer_fingerprint == index.manifest["encoder"]["tokenizer"]
 
     tokenised = []

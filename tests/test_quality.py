@@ -31,27 +31,28 @@ def test_first_stage_matches_published_scifact_numbers(scifact_eval):
 
 
 def test_bundled_reranker_is_the_default_and_lifts_scifact(scifact, scifact_index, scifact_eval):
-    """The trained cross-encoder ships in the package, loads with plain transformers, and beats hybrid, reading
-    the 128 tokens the index's 80-word passages need (as search loads it)."""
+    """The default cross-encoder ships in the package, loads with plain transformers, and lifts hybrid clearly,
+    reading the 128 tokens the index's 80-word passages need (as search loads it). It is the 3-layer student,
+    chosen on dev (benchmarks/default_reranker_dev.py); measured here 0.739 vs hybrid 0.724."""
     from transformers import AutoModelForSequenceClassification
 
     choice = load_reranker(fit=index_pair_tokens(scifact_index.index.manifest))
     assert choice.reranker is not None and choice.reranker.model_id == BUNDLED_RERANKER
-    assert choice.reranker.max_length == 128
+    assert choice.reranker.max_length == 128 and choice.reranker.model.config.num_hidden_layers == 3
     assert AutoModelForSequenceClassification.from_pretrained(bundled_path(BUNDLED_RERANKER)).config.num_labels == 1
     cascade = Cascade(scifact_index.index, scifact_index.encoder, choice)
     reranked = evaluate(cascade, load_split(scifact, "test"), ["hybrid", "hybrid+rerank"], progress=False)
     ndcg = {stage: r.metrics["ndcg@10"] for stage, r in reranked.stages.items()}
     assert ndcg["hybrid"] == pytest.approx(scifact_eval.stages["hybrid"].metrics["ndcg@10"])
-    assert ndcg["hybrid+rerank"] >= max(0.74, ndcg["hybrid"] + 0.02), ndcg  # measured 0.750 vs hybrid 0.723
+    assert ndcg["hybrid+rerank"] >= ndcg["hybrid"] + 0.01, ndcg
 
 
-def test_bundled_student_has_half_the_layers_and_lifts_scifact(scifact, scifact_index, scifact_eval):
-    """The distilled student ships too: 3 of the teacher's 6 layers, and with the default blend it still lifts
-    the hybrid first stage clearly (measured 0.739 vs hybrid 0.724)."""
-    choice = load_reranker("cascade-reranker-fast", fit=index_pair_tokens(scifact_index.index.manifest))
-    assert choice.reranker.model.config.num_hidden_layers == 3
+def test_bundled_teacher_lifts_scifact(scifact, scifact_index, scifact_eval):
+    """The student's 6-layer teacher ships too (trained on SciFact alone; `--reranker cascade-reranker`) and
+    lifts its own domain by more (measured 0.749 vs hybrid 0.724)."""
+    choice = load_reranker("cascade-reranker", fit=index_pair_tokens(scifact_index.index.manifest))
+    assert choice.reranker.model.config.num_hidden_layers == 6
     cascade = Cascade(scifact_index.index, scifact_index.encoder, choice)
     reranked = evaluate(cascade, load_split(scifact, "test"), ["hybrid+rerank"], progress=False)
     hybrid = scifact_eval.stages["hybrid"].metrics["ndcg@10"]
-    assert reranked.stages["hybrid+rerank"].metrics["ndcg@10"] >= hybrid + 0.01
+    assert reranked.stages["hybrid+rerank"].metrics["ndcg@10"] >= hybrid + 0.02

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cascade import CascadeError, CrossEncoder
-from cascade.models.hub import DEFAULT_ENCODER, DEFAULT_RERANKER, bundled_path
+from cascade.models.hub import BUNDLED_RERANKER, BUNDLED_RERANKERS, DEFAULT_ENCODER, DEFAULT_RERANKER, bundled_path
 from cascade.models.runtime import cpu_has_fast_bf16, length_sorted_batches
 from cascade.rerank import load_reranker
 from tests.conftest import assert_within_bound, make_cross_encoder
@@ -136,10 +136,10 @@ def test_resolution_explicit_bundled_cached_unavailable(tiny_ce, tmp_path, monke
     choice = load_reranker()
     assert choice.reranker is not None and choice.reranker.model_id == DEFAULT_RERANKER
 
-    bundled = make_cross_encoder(tmp_path / "weights" / "reranker", seed=1)
+    bundled = make_cross_encoder(tmp_path / "weights" / BUNDLED_RERANKERS[BUNDLED_RERANKER], seed=1)
     monkeypatch.setattr("cascade.models.hub.WEIGHTS_DIR", tmp_path / "weights")
     choice = load_reranker()
-    assert choice.reranker.path == str(bundled) and choice.reranker.model_id == "cascade-reranker"
+    assert choice.reranker.path == str(bundled) and choice.reranker.model_id == BUNDLED_RERANKER
     assert load_reranker(str(tiny_ce)).reranker.path == str(tiny_ce)
 
 

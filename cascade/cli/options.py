@@ -171,7 +171,7 @@ def add_backend_flag(p: argparse.ArgumentParser) -> None:
 
 def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reranker", default=None, metavar="MODEL",
-                   help="cross-encoder dir or hub id (default: the bundled cascade-reranker; without it, "
+                   help="cross-encoder dir or hub id (default: the bundled cascade-reranker-fast; without it, "
                         "cross-encoder/ms-marco-MiniLM-L-6-v2 from the local HF cache)")
     p.add_argument("--no-rerank", action="store_true", help="first stage only")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")

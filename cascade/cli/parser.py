@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "  cascade search ./my-index \"does caching lower tail latency?\"   # uses it")
     a.add_argument("index", help="index directory written by `cascade index`")
     a.add_argument("--out", required=True, help="adapted model folder (also holds checkpoint.pt for --resume)")
-    a.add_argument("--base", default=None, help="the reranker to start from (default: the bundled cascade-reranker)")
+    a.add_argument("--base", default=None, help="the reranker to start from (default: the bundled cascade-reranker-fast)")
     a.add_argument("--pseudo-queries", type=positive, default=2000, metavar="N",
                    help="pseudo-queries to make, 10%% held out to judge (2000)")
     add_writer_options(a)
