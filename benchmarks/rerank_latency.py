@@ -4,11 +4,12 @@
 
 On the same hybrid top-D candidates of the first N SciFact test queries (D = 30 and 100), it times:
   * the baseline: sentence-transformers CrossEncoder.predict(pairs, batch_size=32), fp32, max_length 512,
-    with the same weights (the bundled cascade-reranker): "the same model run the slow way";
+    with the same weights (the default reranker, cascade-reranker-fast): "the same model run the slow way", and
+    with each --extra model's weights (the bundled teacher cascade-reranker);
   * Cascade's CrossEncoder in each configuration: precision, token budget (max_length), batch size, and
-    backend (eager torch, or fused by oneDNN Graph: `cascade.models.backends`), and the bundled student;
+    backend (eager torch, fused by oneDNN Graph, or OpenVINO int8: `cascade.models.backends`), and the teacher;
   * the full search path with its default 200 ms budget (how many candidates fit, the quality that keeps), with
-    the default reranker and with each --extra one (`--reranker cascade-reranker-fast`);
+    the default reranker and with each --extra one (`--reranker cascade-reranker`);
   * warm score-cache hits (in-process and Redis, when redis-server is installed);
 and reports p50/p95 ms per query, pairs/s and nDCG@10 for each row. Ratios are against the baseline
 measured in this run. The default token window is the one search uses on this index (fitted to its
@@ -159,10 +160,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA / "scifact")
     parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--model", default="cascade-reranker",
-                        help="the model every configuration row times, and the baseline's weights")
-    parser.add_argument("--extra", nargs="*", default=["cascade-reranker-fast"],
-                        help="more cross-encoders to time at the default settings (default: the bundled student)")
+    parser.add_argument("--model", default="cascade-reranker-fast",
+                        help="the model every configuration row times, and the baseline's weights (default: the "
+                             "default reranker)")
+    parser.add_argument("--extra", nargs="*", default=["cascade-reranker"],
+                        help="more cross-encoders to time at the default settings (default: the bundled teacher)")
     args = parser.parse_args()
 
     from sentence_transformers import CrossEncoder as STCrossEncoder
@@ -199,7 +201,7 @@ def main() -> None:
     assert next(baseline.model.parameters()).dtype == torch.float32
     rows.append(time_predict("baseline: sentence-transformers CrossEncoder, fp32, max_length 512, batch 32",
                              lambda p: baseline.predict(p, batch_size=32, show_progress_bar=False), *common, depth=30))
-    for extra in args.extra:  # the seeds' recipe on the smaller models' weights too: what their users would run
+    for extra in args.extra:  # the seeds' recipe on each extra model's weights too: what its users would run
         slow = STCrossEncoder(str(resolve(extra)), device="cpu", max_length=512, model_kwargs={"dtype": torch.float32})
         rows.append(time_predict(f"{Path(extra).name} weights in sentence-transformers, fp32, max_length 512, batch 32",
                                  lambda p, slow=slow: slow.predict(p, batch_size=32, show_progress_bar=False), *common,
@@ -306,9 +308,8 @@ def render(r: dict) -> str:
               "the rerank stage only. Cache rows time a repeated query's rerank stage. Passages: "
               f"{r['passage_words']} words; the default window ({r['default_max_length']} tokens) was chosen with "
               "that length on dev (benchmarks/passage_window_dev.py).", "",
-              f"`--backend auto` chose **{r['auto']['backend']}** on this machine "
-              f"(its probe at load: fused {r['auto'].get('speedup')}x eager on 30 demo pairs scored as search scores "
-              f"them, Spearman {r['auto'].get('agreement')} on the demo pairs: {r['auto'].get('why')}); models ran in "
+              f"`--backend auto` chose **{r['auto']['backend']}** on this machine for `{r['model']}` (its probe at "
+              f"load, 30 demo pairs scored as search scores them: {r['auto'].get('why')}); models ran in "
               f"**{r['precision']['chosen']}** ({r['precision'].get('why', 'no bf16 units: fp32, not measured')}).",
               "",
               "Index encoding, the bi-encoder on 1,024 of the index's passages (batch 16, best of two passes):", "",
