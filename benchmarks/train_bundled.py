@@ -1,7 +1,7 @@
 """Train the reranker bundled in cascade/weights/reranker, with the commands that make it.
 
-    python benchmarks/train_bundled.py [--work DIR] [--resume] [--scifact-only | --student | --leave-out scifact |
-                                        --export-best DIR]
+    python benchmarks/train_bundled.py [--work DIR] [--resume] [--scifact-only | --student | --leave-out scifact
+                                        [--student] | --export-best DIR]
 
 Two steps (issue 18), each a `cascade train` run; test splits are never read:
 1. SciFact: `cascade train` on SciFact train (a seeded 10% of its queries held out as dev), listwise over
@@ -19,7 +19,8 @@ Two steps (issue 18), each a `cascade train` run; test splits are never read:
 
 It bundles the result only if it beats the bundled model on the full dev sets (`beats_bundled`); --resume
 continues an interrupted step 2 (its data is prepared again), --export-best measures it before it ends.
-CI's quality gate (tests/test_quality.py: SciFact test >= 0.74 blended) then decides whether it can land.
+CI's quality tests (tests/test_quality.py) then check that the default lifts hybrid on SciFact test; they no
+longer hold a fixed test score over the choice (that gate, 0.74, let the test split pick the default).
 
 The first run (2026-12-02, 2-core AMX CPU; step 2 best at step 200 of 500) beat the bundled model on dev,
 on both domains: SciFact 0.8108 vs 0.8103 blended (0.7893 vs 0.7837 alone), NFCorpus 0.3321 vs 0.3258 (0.3037
@@ -37,10 +38,10 @@ teacher scores, then 1,350 steps in 48.5 min, best at step 750 (stopped by patie
 reranker_domains.py measures (benchmarks/results/reranker-domains-s31.md): mean blended 0.5748 against the
 previous student's 0.5680 and the teacher's 0.5692 (SciFact 0.8184 vs 0.8088 vs 0.8072; NFCorpus 0.3312 vs
 0.3272 vs 0.3313), so it replaced the previous student (the rule: +0.003 on the mean, no domain 0.005 lower).
-On SciFact test it scores 0.739 blended (the previous student 0.738, the teacher 0.749), under CI's 0.74
-gate for the default, so the teacher stays the default although the student beat it on dev (SciFact's 81
-dev queries again disagreed with its 300 test queries). The previous student: SciFact only, 256 tokens,
-6 epochs (546 steps, 17 min).
+On SciFact test it scores 0.739 blended (the previous student 0.738, the teacher 0.749). CI then gated the
+default at 0.74 there, so the teacher stayed the default although the student beat it on dev. Since 2026-12-03
+(late) the student is the default, as dev chose (benchmarks/default_reranker_dev.py), and the gate is gone.
+The previous student: SciFact only, 256 tokens, 6 epochs (546 steps, 17 min).
 Two layers do not suffice: a 2-layer student (layers 0 and 5) of the step-2 model, distilled on SciFact,
 NFCorpus and 1,000 pseudo-queries per corpus (MarginMSE, 20% labels, lr 1e-4), scored dev mean 0.438 as cut,
 0.457 after 100 steps and 0.472 after 200 (SciFact alone 0.360), far under the first stage's 0.547, and was
@@ -67,7 +68,9 @@ needs no run: step 1, the model bundled today, never read NFCorpus, so its NFCor
 First run (2026-12-03, 2-core AMX CPU; 600 steps in 22.8 min, best at step 300 on NFCorpus dev): SciFact dev
 0.7913 blended against its hybrid's 0.7944 (alone 0.7683): trained without SciFact, the recipe does not lift
 SciFact. NFCorpus dev 0.3331 (hybrid 0.3220). The other direction holds: the bundled teacher, never trained on
-NFCorpus, lifts NFCorpus dev to 0.3313.
+NFCorpus, lifts NFCorpus dev to 0.3313. `--leave-out scifact --student` then distils the default's recipe from
+that model on NFCorpus alone (STUDENT_WITHOUT_SCIFACT), into WORK-without-scifact-fast: the default recipe's
+leave-one-domain-out row.
 
 Self-distillation does not lift the teacher: the same distillation data with `--layers 6` (the teacher's own
 depth, so it starts as the teacher) at lr 5e-5 scored mean blended dev 0.5695 at step 150 and 0.5674 at step
@@ -100,6 +103,10 @@ STUDENT = ["distill", "--layers", "3", str(DATA / "scifact"), str(DATA / "nfcorp
            "--max-length", "128", "--epochs", "2", "--max-steps", "3000", "--lr", "1e-4", "--max-negatives", "7",
            "--max-positives", "2", "--easy-negatives", "3", "--label-weight", "0.2", "--eval-every", "150",
            "--patience", "4", "--source-weight", "scifact=2"]
+
+
+STUDENT_WITHOUT_SCIFACT = [a for a in STUDENT if a not in (str(DATA / "scifact"), "--source-weight", "scifact=2")]
+BUNDLED = "cascade-reranker-fast"  # the default reranker, whose recipe --student --leave-out tests
 
 
 def bundle(src: Path, name: str, paths: dict[str, str] | None = None) -> Path:
@@ -166,7 +173,9 @@ def main() -> None:
                                                                 "--work (or the bundled one) instead")
     parser.add_argument("--scifact-only", action="store_true", help="step 1 alone, bundled: the model bundled today")
     parser.add_argument("--leave-out", choices=["scifact"], default=None,
-                        help="train the first step without this domain, into WORK-without-DOMAIN (not bundled)")
+                        help="train the first step without this domain, into WORK-without-DOMAIN (not bundled); "
+                             "with --student, then distil the student from it the same way, into "
+                             "WORK-without-DOMAIN-fast")
     parser.add_argument("--export-best", type=Path, default=None, metavar="DIR",
                         help="write the best checkpoint so far of the run in --work to DIR (no training, no bundling)")
     args = parser.parse_args()
@@ -181,8 +190,14 @@ def main() -> None:
         resume = ["--resume"] if (out / "checkpoint.pt").is_file() else []
         if not (out / "config.json").is_file() and cascade([*WITHOUT_SCIFACT, "--out", str(out), *resume]):
             sys.exit("training without SciFact failed")
+        if args.student:  # the default's recipe, SciFact never read: its teacher is the model just trained
+            teacher, out = out, out.with_name(out.name + "-fast")
+            resume = ["--resume"] if (out / "checkpoint.pt").is_file() else []
+            if not (out / "config.json").is_file() and cascade([*STUDENT_WITHOUT_SCIFACT, "--teacher", str(teacher),
+                                                                "--out", str(out), *resume]):
+                sys.exit("distilling without SciFact failed")
         print(f"trained {out}; measure it with: python benchmarks/reranker_domains.py --model "
-              f"cascade-reranker=cascade-reranker --model without-scifact={out}")
+              f"{BUNDLED}={BUNDLED} --model without-scifact={out}")
         return
     if args.student:
         teacher = args.work if (args.work / "config.json").is_file() else Path("cascade-reranker")
