@@ -76,5 +76,6 @@ def render(data: dict) -> str:
         f"Adapting took {data['minutes']} min here (0 when it was already done). Its own verdict, on "
         f"{record['held_out_queries']} held-out pseudo-queries: {record['verdict']}.", ""])
 
+
 if __name__ == "__main__":
     main()

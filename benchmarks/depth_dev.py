@@ -27,15 +27,12 @@ def main() -> None:
     from cascade.evaluate.beir import Split
     from cascade.evaluate.runner import open_cascade
     from cascade.evaluate.sweep import parse_depths, sweep
-    from cascade.pipeline import index_pair_tokens
-    from cascade.rerank import load_reranker
     from cascade.settings import SearchSettings
 
     depths, default = parse_depths(args.depths), SearchSettings().rerank_depth
     results = {}
     for name in ("scifact", "nfcorpus"):
-        cascade = open_cascade(DATA / name, None, None, progress=False)
-        cascade.reranker = load_reranker(fit=index_pair_tokens(cascade.index.manifest)).reranker  # as search does
+        cascade = open_cascade(DATA / name, None, "auto", progress=False)  # the default reranker, fitted as search does
         queries, qrels = dev_split(name)
         split = Split(name, DATA / name, "dev", queries, qrels)
         results[name] = sweep(cascade, split, depths, progress=False).to_dict()

@@ -63,13 +63,10 @@ def main() -> None:
 
     from cascade.evaluate.metrics import mean, per_query
     from cascade.evaluate.runner import RUN_DEPTH, doc_run, open_cascade
-    from cascade.pipeline import index_pair_tokens
-    from cascade.rerank import load_reranker
 
     ways, table, reranker = orderings(), {}, None
     for name in ("scifact", "nfcorpus"):
-        cascade = open_cascade(DATA / name, None, None, progress=False)
-        cascade.reranker = load_reranker(args.reranker, fit=index_pair_tokens(cascade.index.manifest)).reranker
+        cascade = open_cascade(DATA / name, None, args.reranker or "auto", progress=False)  # fitted as search does
         reranker = cascade.reranker.model_id
         queries, qrels = dev_split(name)
         scored = {q: candidates(cascade, text) for q, text in queries.items()}

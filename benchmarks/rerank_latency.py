@@ -110,9 +110,9 @@ def time_search(name, cascade, split, qids, texts, depth, budget_ms, repeat=Fals
 
 def kind(ce) -> str:
     """What a cross-encoder or bi-encoder computes in, as the tables name it: int8 (OpenVINO), bf16 or fp32."""
-    from cascade.models.runtime import dtype_name
+    from cascade.models.runtime import precision_of
 
-    return "int8" if ce.backend == "openvino" else dtype_name(ce.dtype).replace("bfloat16", "bf16")
+    return "int8" if ce.backend == "openvino" else precision_of(ce.dtype)
 
 
 def encode_rates(cascade, n: int = 1024) -> list[dict]:
