@@ -13,7 +13,7 @@ from cascade.cli import main
 from cascade.fileio import FILE_MODE
 from cascade.train.config import TrainConfig
 from cascade.train.data import hold_out
-from cascade.train.distill import score_with_teacher
+from cascade.train.distill import ensemble, score_with_teachers
 from cascade.train.prepare import prepare
 from cascade.train.surgery import keep_layers
 from cascade.train.trainer import Trainer
@@ -171,7 +171,7 @@ def test_distill_cli_trains_a_smaller_student_from_cached_teacher_scores(scifact
     assert "trained 30 steps" in capsys.readouterr().out
     cache = out / "teacher_scores.json"
     saved = json.loads(cache.read_text())
-    assert saved["teacher"] == str(teacher) and len(saved["scores"]) > 50
+    assert list(saved["teachers"].values()) == [str(teacher)] and len(next(iter(saved["scores"].values()))) > 50
     student = CrossEncoder(str(out))
     assert student.model.config.num_hidden_layers == 2
     assert "Distilled from" in (out / "README.md").read_text()
@@ -181,18 +181,46 @@ def test_distill_cli_trains_a_smaller_student_from_cached_teacher_scores(scifact
     config = TrainConfig(out=str(out), base=str(teacher), max_negatives=6, max_length=96)
     data = prepare([scifact_train_slice], config, progress=False)
     stamp = cache.stat().st_mtime_ns
-    score_with_teacher(data.examples, str(teacher), out, max_length=96, progress=False)
+    score_with_teachers(data.examples, [str(teacher)], out, max_length=96, progress=False)
     assert cache.stat().st_mtime_ns == stamp  # same pairs, same teacher: the cache is reused
     assert all(len(ex.teacher) == len(set(ex.positives + ex.negatives)) for ex in data.examples)
     assert all(len(ex.negatives) <= 6 for ex in data.examples)
 
 
+def test_an_ensemble_of_teachers_is_cached_per_teacher_and_averaged_on_the_first_ones_scale(scifact_train_slice,
+                                                                                            tmp_path, capsys):
+    a, b = (make_cross_encoder(tmp_path / name, layers=2, seed=seed) for name, seed in (("a", 1), ("b", 2)))
+    out = tmp_path / "student"
+    args = ["distill", "--teacher", str(a), "--teacher", str(b), "--layers", "1", str(scifact_train_slice), "--out",
+            str(out), "--max-steps", "4", "--eval-every", "4", "--batch-queries", "4", "--negatives", "3",
+            "--max-length", "64", "--max-negatives", "4", "--quiet"]
+    assert main(args) == 0
+    assert f"mean standardised scores of `{a}` and `{b}`" in (out / "README.md").read_text()
+    saved = json.loads((out / "teacher_scores.json").read_text())
+    assert sorted(saved["teachers"].values()) == sorted([str(a), str(b)])
+    sa, sb = (np.array(saved["scores"][d]) for d in saved["teachers"])  # written in teacher order
+    assert not np.allclose(sa, sb)
+
+    data = prepare([scifact_train_slice], TrainConfig(out=str(out), max_negatives=4, max_length=64), progress=False)
+    stamp = (out / "teacher_scores.json").stat().st_mtime_ns
+    score_with_teachers(data.examples, [str(a), str(b)], out, max_length=64, progress=False)
+    got = np.array([s for ex in data.examples for s in ex.teacher.values()])
+    want = sa.mean() + sa.std() * ((sa - sa.mean()) / sa.std() + (sb - sb.mean()) / sb.std()) / 2
+    assert np.allclose(got, want)
+    assert np.allclose(ensemble([sa, 10 * sb + 3]), got)  # each teacher's own scale does not matter
+    assert np.allclose(ensemble([sa]), sa)
+    score_with_teachers(data.examples, [str(a)], out, max_length=64, progress=False)  # one of them: reused, alone
+    assert np.allclose([s for ex in data.examples for s in ex.teacher.values()], sa)
+    assert list(json.loads((out / "teacher_scores.json").read_text())["teachers"].values()) == [str(a)]
+    assert stamp != (out / "teacher_scores.json").stat().st_mtime_ns
+
+
 def test_distill_loss_falls(scifact_train_slice, tmp_path):
     teacher = make_cross_encoder(tmp_path / "teacher", layers=4, seed=1)
-    config = TrainConfig(out=str(tmp_path / "s"), base=str(teacher), teacher=str(teacher), layers=2, lr=1e-3,
+    config = TrainConfig(out=str(tmp_path / "s"), base=str(teacher), teachers=(str(teacher),), layers=2, lr=1e-3,
                          max_steps=40, eval_every=40, negatives=3, batch_queries=4, max_length=96, max_negatives=6)
     data = prepare([scifact_train_slice], config, progress=False)
-    score_with_teacher(data.examples, str(teacher), config.out, max_length=96, progress=False)
+    score_with_teachers(data.examples, [str(teacher)], config.out, max_length=96, progress=False)
     losses = [h["loss"] for h in Trainer(config, data).run(progress=False).history if "loss" in h]  # not step 0
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
 

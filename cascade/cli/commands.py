@@ -275,7 +275,7 @@ def training_config(args: argparse.Namespace, **extra):
     return TrainConfig(**{**given, "command": shlex.join(["cascade", *args.argv]), **extra})
 
 
-def run_training(args: argparse.Namespace, config, teacher: str | None = None) -> None:
+def run_training(args: argparse.Namespace, config, teachers: list[str] | None = None) -> None:
     from cascade.train.prepare import prepare
     from cascade.train.trainer import Trainer
 
@@ -293,10 +293,10 @@ def run_training(args: argparse.Namespace, config, teacher: str | None = None) -
     if say:
         print(f"cascade: {len(data.examples)} training queries, {len(data.dev)} dev queries; training",
               file=sys.stderr, flush=True)
-    if teacher:
-        from cascade.train.distill import score_with_teacher
+    if teachers:
+        from cascade.train.distill import score_with_teachers
 
-        score_with_teacher(data.examples, teacher, args.out, device=args.device, max_length=args.max_length,
+        score_with_teachers(data.examples, teachers, args.out, device=args.device, max_length=args.max_length,
                            progress=not args.quiet)
     result = trainer(config, data).run(progress=not args.quiet, log=not args.asked_quiet)
     if args.json:
@@ -361,13 +361,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def cmd_distill(args: argparse.Namespace) -> None:
     from cascade.models.hub import read_config, resolve
 
-    teacher = resolve(args.teacher)
-    depth = read_config(teacher).get("num_hidden_layers")
+    teachers = [resolve(t) for t in args.teachers]  # the student starts from the first one's layers
+    depth = read_config(teachers[0]).get("num_hidden_layers")
     if depth and args.layers > depth:  # said before minutes of data preparation and teacher scoring, not after
-        raise CascadeError(f"--layers {args.layers}: the teacher {args.teacher} has {depth} layers; a student keeps "
-                           "at most that many")
-    config = training_config(args, base=teacher)
-    run_training(args, config, teacher=teacher)
+        raise CascadeError(f"--layers {args.layers}: the teacher {args.teachers[0]} has {depth} layers; a student "
+                           "keeps at most that many")
+    config = training_config(args, base=teachers[0], teachers=tuple(args.teachers))
+    run_training(args, config, teachers=teachers)
 
 
 def cmd_adapt(args: argparse.Namespace) -> None:

@@ -252,14 +252,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_flag(a)
 
     k = sub.add_parser("distill", help="distil a cross-encoder into a smaller, faster student",
-                       description="Score every training pair once with the teacher (cached in OUT), initialise a "
-                                   "student from N of the teacher's layers, and train it on the teacher's scores "
+                       description="Score every training pair once with the teacher, or each of several (cached "
+                                   "in OUT), initialise a student from N of the (first) teacher's layers, and train "
+                                   "it on the teacher's scores "
                                    "(MarginMSE or listwise KL), optionally mixed with the labels. Checkpoint choice "
                                    "and early stopping as in `cascade train`.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="example:\n  cascade distill --teacher ./my-reranker --layers 3 "
                               "../shared/data/beir/scifact --out ./my-student")
-    k.add_argument("--teacher", required=True, help="the trained cross-encoder to distil (path or hub id)")
+    k.add_argument("--teacher", dest="teachers", action="append", required=True, metavar="TEACHER",
+                   help="the trained cross-encoder to distil (path or hub id); repeat it for an ensemble whose "
+                        "standardised scores are averaged (the student starts from the first one's layers)")
     k.add_argument("--layers", type=positive, required=True,
                    help="student layers, at most the teacher's: 2-4 for a faster student; the teacher's own depth "
                         "re-learns its scores on more queries than the labels cover (self-distillation)")

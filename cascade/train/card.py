@@ -40,10 +40,12 @@ def base_license(base: str) -> str:
 
 
 def distilled(config: TrainConfig) -> str:
-    if not config.teacher:
+    if not config.teachers:
         return ""
-    return (f"Distilled from `{config.teacher}` into {config.layers or 'all'} of its layers: `{config.distill_loss}` on "
-            f"the teacher's scores, mixed with {config.label_weight:.0%} label loss.\n")
+    first, *more = config.teachers
+    scores = (f"the mean standardised scores of `{first}` and `{'`, `'.join(more)}`" if more else "the teacher's scores")
+    return (f"Distilled from `{first}` into {config.layers or 'all'} of its layers: `{config.distill_loss}` on "
+            f"{scores}, mixed with {config.label_weight:.0%} label loss.\n")
 
 
 def pseudo(config: TrainConfig) -> str:

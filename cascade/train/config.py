@@ -44,7 +44,7 @@ class TrainConfig:
     device: str | None = None
     precision: str = "auto"
     resume: bool = False
-    teacher: str | None = None  # distillation: the model whose scores the student learns
+    teachers: tuple[str, ...] = ()  # distillation: the models whose (ensembled) scores the student learns
     distill_loss: str = "margin-mse"
     label_weight: float = 0.0  # distillation: share of the label loss mixed into the teacher loss
     layers: int | None = None  # keep this many of the base model's layers (a student)

@@ -46,7 +46,7 @@ class Trainer:
         quiet_transformers()
         self.config, self.data = config, data
         self.loss_fn = get_loss(config.loss)
-        self.distill_fn = get_loss(config.distill_loss, DISTILL_LOSSES) if config.teacher else None
+        self.distill_fn = get_loss(config.distill_loss, DISTILL_LOSSES) if config.teachers else None
         if not 0.0 <= config.label_weight <= 1.0:
             raise CascadeError(f"label_weight must be in [0, 1], got {config.label_weight}")
         if config.save_dtype not in ("fp32", "bf16"):
