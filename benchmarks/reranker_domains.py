@@ -1,6 +1,6 @@
 """Does a reranker help on every domain? Dev nDCG@10 per domain: first stage, reranker alone, blended.
 
-    python benchmarks/reranker_domains.py [--model NAME=PATH ...] [--name reranker-domains]
+    python benchmarks/reranker_domains.py [--model NAME=PATH[,PATH...] ...] [--name reranker-domains]
 
 Dev sets only (the test splits are for beir_eval.py): SciFact's seeded 10% of train that `cascade train`
 holds out, and NFCorpus's dev split (all 324 queries). Each query's hybrid top 30 is scored once per model,
@@ -60,10 +60,38 @@ def as_search_loads(model: str):
     return CrossEncoder(model, fit=IndexSettings().pair_tokens)
 
 
+class Ensemble:
+    """Several models' dev scores combined as `cascade distill` combines its teachers (each model's logits
+    standardised over all dev pairs, then averaged): the target a student of that ensemble learns. It replays
+    them to `dev_values`, which asks for the dev queries in order."""
+
+    def __init__(self, paths: list[str], dev: list):
+        import numpy as np
+
+        from cascade.train.distill import ensemble
+
+        per_model = [np.concatenate([model.predict([(q.query, t) for _, t in q.candidates], batch_size=8,
+                                                   raw_scores=True) for q in dev]) for model in map(as_search_loads, paths)]
+        ends = np.cumsum([len(q.candidates) for q in dev])[:-1]
+        self.scores = iter(np.split(ensemble(per_model), ends))
+
+    def predict(self, pairs: list, **_):
+        """The next dev query's ensemble scores (`pairs` are that query's, in order)."""
+        return next(self.scores)
+
+
+def scorer(path: str, dev: list):
+    """A model, or with PATH,PATH,... an ensemble of them."""
+    paths = path.split(",")
+    return Ensemble(paths, dev) if len(paths) > 1 else as_search_loads(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=model_arg, action="append", default=[], metavar="NAME=PATH",
-                        help="a reranker to measure (repeatable; default: the bundled cascade-reranker)")
+                        help="a reranker to measure (repeatable; default: the bundled cascade-reranker); "
+                             "PATH,PATH,... measures the ensemble `cascade distill --teacher PATH --teacher PATH` "
+                             "would learn from")
     parser.add_argument("--name", default="reranker-domains", help="output name under benchmarks/results/")
     parser.add_argument("--dev-fraction", type=float, default=0.1,
                         help="SciFact's held-out share of train, as the models were trained with (0.1)")
@@ -75,7 +103,7 @@ def main() -> None:
     dev, rows = dev_queries(args.dev_fraction), {}
     for name, path in models:
         start = time.perf_counter()
-        values = dev_values(as_search_loads(path), dev, batch_size=8)
+        values = dev_values(scorer(path, dev), dev, batch_size=8)
         report = {d: {view: sum(v) / len(v) for view, v in row.items()} for d, row in values.items()}
         rows[name] = {"path": path, "seconds": round(time.perf_counter() - start, 1), "domains": report,
                       "per_query": {d: {view: row[view] for view in ("first_stage", "blended")}
