@@ -422,6 +422,32 @@ def test_reranking_for_a_client_that_left_stops_at_the_next_batch(tiny_ce):
         live.stop()
 
 
+def test_model_work_runs_on_two_threads_however_many_requests_arrive(tiny_ce):
+    """oneDNN keeps buffers per thread that runs a model: a pool of 40 threads would grow 40 sets of them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    class Spied(CrossEncoder):
+        threads: set[str] = set()
+
+        def score(self, encoded, batch):
+            Spied.threads.add(threading.current_thread().name)
+            return super().score(encoded, batch)
+
+    model = Spied(str(tiny_ce), warm_up=False)
+    live = LiveServer(create_app(model, Cascade.build(DOCS, reranker=model, cache=None), ServeConfig()))
+    try:
+        def ask(i: int) -> int:
+            path, body = (("/search", {"query": f"{QUERY} {i}", "budget_ms": None}) if i % 2 else
+                          ("/rerank", {"query": f"{QUERY} {i}", "documents": [d["text"] for d in DOCS]}))
+            return httpx.post(live.base + path, json=body, timeout=60).status_code
+
+        with ThreadPoolExecutor(12) as pool:
+            assert list(pool.map(ask, range(24))) == [200] * 24
+    finally:
+        live.stop()
+    assert {name.split("_")[0] for name in Spied.threads} == {"cascade-search", "cascade-model"}
+
+
 def test_health_metrics_and_docs(client):
     client.post("/rerank", json={"query": "q", "documents": ["a", "b"]})
     before = client.get("/metrics").text

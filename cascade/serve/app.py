@@ -2,9 +2,10 @@
 
 `/rerank` takes and returns the Cohere/Jina rerank shapes, so their clients work by changing the base
 URL. Model work never runs on the event loop: reranks go through the micro-batcher's thread, searches
-through a worker thread holding the same model lock. The index can be swapped while serving
-(`POST /admin/reload` or SIGHUP): a new engine is built beside the old one and replaces it in one
-assignment, so in-flight searches finish on the index they started with.
+through one search thread holding the same model lock. Two threads, not a pool of 40: oneDNN keeps buffers
+for each thread that has run a model, so a pool's threads each grow their own (benchmarks/hostile.py). The
+index can be swapped while serving (`POST /admin/reload` or SIGHUP): a new engine is built beside the old
+one and replaces it in one assignment, so in-flight searches finish on the index they started with.
 """
 
 from __future__ import annotations
@@ -158,6 +159,7 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
                       enabled=config.micro_batching, on_batch=metrics.observe_batch)
     state = {"engine": engine, "stamps": watched(engine)}
     health_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cascade-health")
+    search_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cascade-search")  # searches wait in its queue
     # fast tokenizers keep truncation settings in shared mutable state: the truncation check gets its own
     # copy, or its untruncated calls could leak into the model thread's truncated ones (a crash past 512)
     checker = copy.deepcopy(getattr(reranker, "tokenizer", None))
@@ -184,6 +186,7 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
         yield
         batcher.close()
         health_pool.shutdown(wait=False)
+        search_pool.shutdown(wait=False)
 
     guard_docs = bool(config.api_key) and not config.public_docs  # the docs pages follow the key, as every route
     app = FastAPI(title="Cascade", version=__version__, lifespan=lifespan, **(dict.fromkeys(
@@ -305,8 +308,9 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
                 "meta": {"truncated_documents": truncated, "max_tokens": getattr(reranker, "max_length", None)}}
 
     async def with_model(request: Request, work):
-        """`work()` on a worker thread holding the model lock; given up if the client goes away: unrun while it
-        waits for the lock (under load most of a request's time is that wait), or at reranking's next batch."""
+        """`work()` on the search thread holding the model lock; given up if the client goes away: unrun while it
+        waits for that thread or the lock (under load most of a request's time is that wait), or at reranking's
+        next batch."""
         gone = threading.Event()
 
         async def watch() -> None:
@@ -321,6 +325,9 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
                 while not batcher.model_lock.acquire(timeout=0.05):
                     if gone.is_set():
                         raise budget.Abandoned
+                if gone.is_set():  # it left while this waited in the search thread's queue
+                    batcher.model_lock.release()
+                    raise budget.Abandoned
                 token = budget.GONE.set(gone.is_set)  # reranking stops at its next batch once the client has gone
                 try:
                     return work()
@@ -333,7 +340,7 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
 
         watcher = asyncio.create_task(watch())
         try:
-            return await run_in_threadpool(run)
+            return await asyncio.get_running_loop().run_in_executor(search_pool, run)
         finally:
             gone.set()
             watcher.cancel()
