@@ -42,6 +42,21 @@ def test_fused_scores_rank_as_eager_ones_and_do_not_depend_on_what_ran_before():
     assert backends._spearman(first, plain) > backends.MIN_AGREEMENT
 
 
+def test_a_fused_call_holds_at_most_max_tokens_a_graph_so_long_pairs_do_not_keep_big_graphs(tiny_ce):
+    import torch
+
+    fused = CrossEncoder(str(tiny_ce), backend="fused", precision="fp32", warm_up=False)
+    for length in (128, 512):
+        x = {k: torch.ones(40, length, dtype=torch.long) for k in ("input_ids", "token_type_ids", "attention_mask")}
+        x["input_ids"] = torch.randint(1000, 5000, (40, length), generator=torch.Generator().manual_seed(length))
+        out = fused.forward(x)
+        assert len(out) == 40
+        flipped = fused.forward({k: v.flip(0) for k, v in x.items()}).flip(0)
+        np.testing.assert_allclose(out, flipped, atol=1e-4)  # which chunk a row lands in changes nothing
+    assert fused.forward.seen == {(32, 128), (8, 128), (8, 512)}  # 40 rows: 32 + 8 at 128 tokens, 5 x 8 at 512
+    assert all(rows * length <= backends.MAX_TOKENS for rows, length in fused.forward.seen)
+
+
 def test_auto_measures_once_per_machine_and_model_and_keeps_the_verdict(tiny_ce, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("CASCADE_BACKEND", raising=False)

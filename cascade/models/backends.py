@@ -68,7 +68,7 @@ class _Positional(torch.nn.Module):
 
 
 ROW_STEP = 8  # a fused call's rows are rounded up to a multiple of this ...
-MAX_ROWS = 32  # ... and a bigger call runs in chunks of this many: few shapes, each with its own fused graph
+MAX_TOKENS = 32 * 128  # ... and a bigger call runs in chunks of at most this many tokens (rows x padded length)
 SHAPES = 512  # graphs kept per model (oneDNN Graph's default, 12, would send later shapes back to eager)
 
 
@@ -77,17 +77,19 @@ class Fused:
 
     TorchScript runs a new shape once unfused (to profile it) and fuses from the second call, so a pair's
     score would depend on whether its shape had been seen before. Each new shape is therefore run twice and
-    the fused result kept, and shapes are few: rows padded up to a multiple of ROW_STEP, at most MAX_ROWS a
-    call (lengths are already multiples of 32: `cascade.models.runtime`).
+    the fused result kept, and shapes are few: rows padded up to a multiple of ROW_STEP, lengths already
+    multiples of 32 (`cascade.models.runtime`). Each shape's graph keeps its own buffers, which grow with rows x
+    length^2 (attention), so a call holds at most MAX_TOKENS tokens: 32 rows at search's 128 tokens, 8 at 512.
     """
 
     def __init__(self, graph: torch.jit.ScriptModule, keys: tuple[str, ...]):
         self.graph, self.keys, self.seen = graph, keys, set()
 
     def __call__(self, features: dict) -> torch.Tensor:
-        rows = len(features[self.keys[0]])
-        return torch.cat([self._run({k: v[start : start + MAX_ROWS] for k, v in features.items()})
-                          for start in range(0, rows, MAX_ROWS)])
+        rows, length = features[self.keys[0]].shape
+        step = max(ROW_STEP, MAX_TOKENS // length // ROW_STEP * ROW_STEP)
+        return torch.cat([self._run({k: v[start : start + step] for k, v in features.items()})
+                          for start in range(0, rows, step)])
 
     def _run(self, features: dict) -> torch.Tensor:
         rows = len(features[self.keys[0]])
