@@ -81,6 +81,14 @@ depth, so it starts as the teacher) at lr 5e-5 scored mean blended dev 0.5695 at
 0.3309), and was stopped there (2026-12-03, 2-core AMX CPU; 5.2 s/step with tests running beside it). What
 made the 3-layer student beat its teacher on dev is not more of the teacher's scores at full depth.
 
+A better teacher does not make a better student either. The teacher and the model trained without SciFact
+(WORK-without-scifact), ensembled as `cascade distill --teacher A --teacher B` combines them (standardised
+logits averaged), rank dev better than either alone (reranker_domains.py --model NAME=A,B;
+results/teacher-ensemble-dev.md). The student's recipe with that ensemble as its teacher (2026-12-04, 2-core
+AMX CPU; 1,050 steps in 22.2 min, best at step 450, stopped by patience 4) scored mean blended dev 0.5702
+(SciFact 0.8085, NFCorpus 0.3320) in training's own dev evaluation, against 0.5748 for the bundled student
+(0.8184, 0.3312): it loses SciFact and gains nothing on NFCorpus, so it was not bundled.
+
 The model is copied into cascade/weights/reranker/ as bf16 safetensors with its tokenizer and model card
 (the checkpoint stays in --work). `python benchmarks/beir_eval.py` then measures the test numbers.
 """
