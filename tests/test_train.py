@@ -213,6 +213,11 @@ def test_an_ensemble_of_teachers_is_cached_per_teacher_and_averaged_on_the_first
     assert np.allclose([s for ex in data.examples for s in ex.teacher.values()], sa)
     assert list(json.loads((out / "teacher_scores.json").read_text())["teachers"].values()) == [str(a)]
     assert stamp != (out / "teacher_scores.json").stat().st_mtime_ns
+    (out / "teacher_scores.json").write_text(json.dumps({"teacher": str(a), "digest": "x", "scores": [1.0, 2.0]}))
+    score_with_teachers(data.examples, [str(a)], out, max_length=64, progress=False)  # an old single-teacher cache
+    assert np.allclose([s for ex in data.examples for s in ex.teacher.values()], sa)
+    assert list(json.loads((out / "teacher_scores.json").read_text())["teachers"].values()) == [str(a)]
+    assert stamp != (out / "teacher_scores.json").stat().st_mtime_ns
 
 
 def test_distill_loss_falls(scifact_train_slice, tmp_path):

@@ -4,8 +4,8 @@ Teacher scoring is the expensive part, so each teacher's scores are cached besid
 teacher and a digest of the pairs) and a rerun or `--resume` reuses them. Several teachers make an ensemble:
 their logits are standardised per teacher and averaged, then put back on the first teacher's scale (the
 student starts from its layers, and MarginMSE regresses margins in logit units). On the dev sets an
-ensemble of the SciFact-trained teacher and one trained without SciFact ranked better alone than either
-(benchmarks/train_bundled.py).
+ensemble of the SciFact-trained teacher and one trained without SciFact ranked better than either, yet its
+student did not beat the bundled one (benchmarks/train_bundled.py).
 """
 
 from __future__ import annotations
@@ -40,10 +40,13 @@ def ensemble(scores: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _cached(cache: Path) -> dict[str, list[float]]:
+    """Scores by digest; a damaged cache, or one of a single teacher's written before ensembles, is empty: its
+    scores are recomputed, never trusted."""
     try:
-        return json.loads(cache.read_text(encoding="utf-8"))["scores"] if cache.is_file() else {}
+        scores = json.loads(cache.read_text(encoding="utf-8"))["scores"] if cache.is_file() else {}
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
-        return {}  # a damaged cache is recomputed, never trusted
+        return {}
+    return scores if isinstance(scores, dict) else {}
 
 
 def score_with_teachers(examples: Sequence[Example], teachers: Sequence[str], out: str | Path,
