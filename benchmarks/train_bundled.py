@@ -88,6 +88,10 @@ results/teacher-ensemble-dev.md). The student's recipe with that ensemble as its
 AMX CPU; 1,050 steps in 22.2 min, best at step 450, stopped by patience 4) scored mean blended dev 0.5702
 (SciFact 0.8085, NFCorpus 0.3320) in training's own dev evaluation, against 0.5748 for the bundled student
 (0.8184, 0.3312): it loses SciFact and gains nothing on NFCorpus, so it was not bundled.
+Nor do more pseudo-queries: the student's recipe with 6,000 per corpus instead of 3,000 (the same teacher and
+seed; 15 min preparing and scoring, 1.2-1.5 s a step beside other work) was best at step 750 with 0.5696
+(SciFact 0.8107, NFCorpus 0.3285), then 0.5639 and 0.5646 at steps 900 and 1,050, where it was stopped by
+hand (2026-12-04, 2-core AMX CPU; training's own dev evaluation).
 
 The model is copied into cascade/weights/reranker/ as bf16 safetensors with its tokenizer and model card
 (the checkpoint stays in --work). `python benchmarks/beir_eval.py` then measures the test numbers.
