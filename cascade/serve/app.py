@@ -1,9 +1,8 @@
 """The HTTP service: a Cohere/Jina-compatible `/rerank`, the full cascade at `/search`, health and metrics.
 
 `/rerank` takes and returns the Cohere/Jina rerank shapes, so their clients work by changing the base
-URL. Model work never runs on the event loop: reranks go through the micro-batcher's thread, searches
-through one search thread holding the same model lock. Two threads, not a pool of 40: oneDNN keeps buffers
-for each thread that has run a model, so a pool's threads each grow their own (benchmarks/hostile.py). The
+URL. Model work runs on two threads, never the event loop nor a pool (oneDNN keeps buffers per thread that
+runs a model): reranks on the micro-batcher's, searches on one search thread holding the same model lock. The
 index can be swapped while serving (`POST /admin/reload` or SIGHUP): a new engine is built beside the old
 one and replaces it in one assignment, so in-flight searches finish on the index they started with.
 """
@@ -308,9 +307,8 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
                 "meta": {"truncated_documents": truncated, "max_tokens": getattr(reranker, "max_length", None)}}
 
     async def with_model(request: Request, work):
-        """`work()` on the search thread holding the model lock; given up if the client goes away: unrun while it
-        waits for that thread or the lock (under load most of a request's time is that wait), or at reranking's
-        next batch."""
+        """`work()` on the search thread, holding the model lock; given up if the client goes away: unrun while it
+        waits (under load most of a request's time is that wait), or at reranking's next batch."""
         gone = threading.Event()
 
         async def watch() -> None:
@@ -322,12 +320,11 @@ def create_app(reranker: Reranker, engine: Cascade | None = None, config: ServeC
 
         def run():
             try:
+                if gone.is_set():  # it left while this waited in the search thread's queue
+                    raise budget.Abandoned
                 while not batcher.model_lock.acquire(timeout=0.05):
                     if gone.is_set():
                         raise budget.Abandoned
-                if gone.is_set():  # it left while this waited in the search thread's queue
-                    batcher.model_lock.release()
-                    raise budget.Abandoned
                 token = budget.GONE.set(gone.is_set)  # reranking stops at its next batch once the client has gone
                 try:
                     return work()
