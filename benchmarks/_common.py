@@ -18,6 +18,14 @@ RESULTS = ROOT / "benchmarks" / "results"
 DATA = ROOT.parent / "shared" / "data" / "beir"
 
 
+def rss_mb(pid: int | str = "self", field: str = "VmRSS") -> float:
+    """A process's resident memory in MB from /proc (VmHWM: its peak); NaN where /proc does not say."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def splice_readme(marker: str, table: str) -> None:
     """Replace the README block between <!-- MARKER:start --> and <!-- MARKER:end --> with `table`."""
     readme = ROOT / "README.md"

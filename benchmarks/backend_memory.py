@@ -17,15 +17,10 @@ import json
 import subprocess
 import sys
 
-from _common import machine, publish
+from _common import machine, publish, rss_mb
 
 LENGTHS = (128, 256, 512)
 ROWS = {"torch": ("torch", None), "fused": ("fused", None), "fused, 4x tokens a call": ("fused", 4)}
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS"))
 
 
 def measure(model: str, backend: str, budget_x: int | None, pairs: int) -> dict:

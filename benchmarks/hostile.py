@@ -22,17 +22,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import DATA, machine, publish
+from _common import DATA, machine, publish, rss_mb
 from load import start_server
 
 READ_TIMEOUT_S = 5  # the server's --read-timeout-s here: short, so the slow-header case ends quickly
-
-
-def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def post(c, path: str, body: dict):

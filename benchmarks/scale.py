@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, machine, publish  # noqa: E402
+from _common import DATA, machine, publish, rss_mb  # noqa: E402
 
 SWAP = 0.25  # share of a passage's words taken from another passage
 NOISE = 0.05
@@ -101,7 +101,7 @@ def disk(data: Path) -> dict[str, int]:
 
 
 def rss() -> int:
-    return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmRSS"))) * 1024
+    return round(rss_mb() * 2**20)
 
 
 def probe(index_dir: str, queries_file: str) -> dict:
