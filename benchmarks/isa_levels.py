@@ -1,6 +1,6 @@
 """The same rerank on three kinds of CPU, emulated on this one by capping the instructions the kernels may use.
 
-    python benchmarks/isa_levels.py [--queries 30] [--levels native AVX512_CORE_BF16 AVX2]
+    python benchmarks/isa_levels.py [--queries 30] [--levels native AVX512_CORE_BF16 AVX2] [--name isa-levels]
 
 Cascade runs on CPUs with AMX, with AVX512-BF16 but no AMX (AMD Zen 4), and with AVX2 only, and what is
 fastest differs between them (bf16 only pays with bf16 units). A session gets one kind of machine, so this
@@ -136,6 +136,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--levels", nargs="+", choices=list(LEVELS), default=list(LEVELS))
+    parser.add_argument("--name", default="isa-levels",
+                        help="results file and README block (isa-levels-zen4: a run on a real AMD Zen 4)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -146,8 +148,7 @@ def main() -> None:
         print(f"level {level} ...", flush=True)
         levels[level] = run_level(level, args.queries)
     table = render(levels, args.queries)
-    publish("isa-levels", {"machine": machine(), "queries": args.queries, "levels": levels}, table,
-            marker="isa-levels")
+    publish(args.name, {"machine": machine(), "queries": args.queries, "levels": levels}, table, marker=args.name)
     print(table)
 
 
