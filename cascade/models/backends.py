@@ -9,8 +9,8 @@ as eager ranks them (Spearman 0.9995, logits within 0.14: bf16 rounding in anoth
 measured on the same machine: torch.compile (inductor, frozen weights; what torch now recommends over
 TorchScript) was as fast but compiles 7-9 s for every new input shape and needs a C++ compiler at run
 time; `optimize_for_inference` was slower than eager at 30 pairs; ONNX Runtime and OpenVINO did not beat
-torch bf16 (benchmarks/cpu_backends.py). Where bf16 does not pay they can: OpenVINO int8 ran the student 2.9x
-torch fp32 with AVX512-BF16 but no AMX (`cascade.models.openvino_int8`), so for a model in fp32 "auto" times it too.
+torch bf16 (benchmarks/cpu_backends.py). Without AMX they can: on a real AMD Zen 4 OpenVINO int8 ran the student
+1.6x and the teacher 1.9x fused bf16 (`cascade.models.openvino_int8`), so "auto" times it there too.
 
 Which is faster depends on the CPU (bf16 units, AVX2 only) and the model, so "auto" measures once per
 machine, model and window: the fastest backend wins where it is at least `MIN_GAIN` faster on real pairs scored as search
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from cascade.errors import CascadeError
-from cascade.models.runtime import option
+from cascade.models.runtime import cpu_has_amx, option
 from cascade.models.verdicts import Forward, Verdict, cached, machine_key, remember, speedup
 
 BACKENDS = ("auto", "torch", "fused", "openvino")
@@ -163,12 +163,12 @@ def _fp32(model: torch.nn.Module) -> bool:
 
 
 def tried(model: torch.nn.Module, precision: str = "auto") -> tuple[str, ...]:
-    """What "auto" measures against eager: fused; and OpenVINO int8 where installed and the model runs in fp32
-    because `precision` "auto" found that bf16 does not pay here (where it pays, fused bf16 ran as fast as int8:
-    `cascade.models.openvino_int8`). A precision the caller chose, e.g. fp32 for bit-stable runs, keeps int8 out."""
+    """What "auto" measures against eager: fused; and OpenVINO int8 where installed, except for a bf16 model on
+    an AMX CPU, where fused bf16 ran as fast as int8 (`cascade.models.openvino_int8`; skipping it there saves
+    the export). A precision the caller chose, e.g. fp32 for bit-stable runs, keeps int8 out."""
     from cascade.models import openvino_int8
 
-    int8 = precision == "auto" and _fp32(model) and openvino_int8.installed()
+    int8 = precision == "auto" and openvino_int8.installed() and (_fp32(model) or not cpu_has_amx())
     return ("fused", "openvino") if int8 else ("fused",)
 
 

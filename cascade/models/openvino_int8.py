@@ -1,11 +1,12 @@
 """The int8 backend: a model converted to OpenVINO and quantised statically by NNCF on real text, for CPUs
-where bf16 does not pay (`pip install 'cascade-retrieval[openvino]'`).
+without AMX (`pip install 'cascade-retrieval[openvino]'`).
 
 sentence-transformers' CPU study of cross-encoder backends found OpenVINO int8 3.08x torch fp32; measured here
-on the bundled student (30 pairs at 256 tokens, p50 ms, `benchmarks/isa_levels.py` has the full table):
-- AMX CPU: torch fp32 389, OpenVINO int8 106, but torch bf16 fused 58. So "auto" tries int8 only for a
-  model that runs in fp32, i.e. where bf16 did not pay (`cascade.models.verdicts.precision_verdict`).
-- the same CPU capped to AVX512-BF16 without AMX, as a Zen 4 has: torch fp32 404, int8 138 (2.9x).
+on the bundled student (30 pairs, p50 ms, `benchmarks/isa_levels.py` has the full tables):
+- AMX CPU (256 tokens): torch fp32 389, OpenVINO int8 106, but torch bf16 fused 58. So on AMX "auto" tries
+  int8 only for a model that runs in fp32 (`cascade.models.verdicts.precision_verdict`).
+- a real AMD Zen 4 (AVX512-BF16 and VNNI, no AMX; 128 tokens): torch fp32 296, bf16 162, int8 100. bf16 pays
+  there, and int8 more, so without AMX "auto" times int8 whatever the precision.
 - capped to AVX2 (no VNNI, so int8 has no fast dot product): torch fp32 579, int8 664: "auto" measures it.
 
 Exports are cached under `~/.cache/cascade/openvino/` by model signature (weights, window, precision), so

@@ -62,6 +62,11 @@ def cpu_has_fast_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+def cpu_has_amx() -> bool:
+    """True where AMX tiles run bf16 (unless an ISA cap hides them): there fused bf16 ran as fast as int8."""
+    return "amx_bf16" in cpu_flags()
+
+
 def option(value: str, allowed: Sequence[str], env: str, what: str) -> str:
     """`value` (one of `allowed`), with the environment variable `env` standing in for "auto": how a process
     sets what every model's precision or backend means; a clear error names a bad value and where it came from."""
