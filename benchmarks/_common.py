@@ -6,6 +6,7 @@ One copy instead of a preamble and a "write .json, write .md, splice README" tai
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,20 @@ def rss_mb(pid: int | str = "self", field: str = "VmRSS") -> float:
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def kind(ce) -> str:
+    """What a cross-encoder or bi-encoder computes in, as the tables name it: int8 (OpenVINO), bf16 or fp32."""
+    from cascade.models.runtime import precision_of
+
+    return "int8" if ce.backend == "openvino" else precision_of(ce.dtype)
+
+
+def name_option(parser: argparse.ArgumentParser, default: str) -> None:
+    """--name: the results files and README block a run writes, so a run on another kind of CPU (a real Zen 4,
+    say) sits beside the first instead of replacing it."""
+    parser.add_argument("--name", default=default,
+                        help=f"results file and README block (default {default}; {default}-zen4: a run on a real Zen 4)")
 
 
 def splice_readme(marker: str, table: str) -> None:

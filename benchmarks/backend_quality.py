@@ -22,8 +22,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from _common import DATA, machine, publish
-from rerank_latency import kind
+from _common import DATA, kind, machine, publish
 
 SPLITS = {"scifact": "test", "nfcorpus": "dev"}
 ENCODERS = (("fp32", "torch"), ("auto", "auto"), ("fp32", "openvino"))  # (CASCADE_PRECISION, CASCADE_BACKEND)

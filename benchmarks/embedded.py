@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import DATA, machine, publish
+from _common import DATA, kind, machine, name_option, publish
 
 
 def first_test_queries(data: Path, n: int) -> list[str]:
@@ -54,6 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA / "scifact")
     parser.add_argument("--queries", type=int, default=20)
+    name_option(parser, "embedded")
     args = parser.parse_args()
 
     from cascade import Cascade
@@ -88,10 +89,12 @@ def main() -> None:
         "index": {"documents": int(counts[1]), "passages": int(counts[2]), "seconds": round(index_seconds, 1),
                   "bytes": size},
         "search": {"queries": len(queries), "retrieve": 150, "rerank_depth": 30, "top": 8, "stages_ms": stages,
-                   "reranker": cascade.reranker.model_id, "budget_ms": DEFAULT_BUDGET_MS, "degraded": degraded},
+                   "reranker": cascade.reranker.model_id,
+                   "reranker_runs_in": f"{kind(cascade.reranker)} {cascade.reranker.backend}",
+                   "budget_ms": DEFAULT_BUDGET_MS, "degraded": degraded},
     }
     table = render(report)
-    publish("embedded", report, table, marker="embedded")
+    publish(args.name, report, table, marker=args.name)
     print(table)
 
 
@@ -102,7 +105,8 @@ def render(r: dict) -> str:
         f"in {r['index']['seconds']} s, {r['index']['bytes'] / 2**20:.1f} MiB on disk.",
         "",
         f"`cascade search` per stage over {r['search']['queries']} SciFact test queries with the defaults "
-        f"(retrieve 150, rerank 30, top 8, `{r['search']['reranker']}`, {r['search']['budget_ms']:g} ms budget; "
+        f"(retrieve 150, rerank 30, top 8, `{r['search']['reranker']}` ({r['search']['reranker_runs_in']}), "
+        f"{r['search']['budget_ms']:g} ms budget; "
         f"{r['search']['degraded']} of {r['search']['queries']} queries degraded by the budget):",
         "",
         "| stage | p50 ms | p95 ms |",

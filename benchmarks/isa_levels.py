@@ -30,7 +30,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _common import DATA, machine, publish
+from _common import DATA, machine, name_option, publish
 
 # Level -> (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS, what it stands for)
 LEVELS = {
@@ -136,8 +136,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--levels", nargs="+", choices=list(LEVELS), default=list(LEVELS))
-    parser.add_argument("--name", default="isa-levels",
-                        help="results file and README block (isa-levels-zen4: a run on a real AMD Zen 4)")
+    name_option(parser, "isa-levels")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

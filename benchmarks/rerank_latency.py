@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import DATA, machine, publish
+from _common import DATA, kind, machine, publish
 
 
 @dataclass
@@ -106,13 +106,6 @@ def time_search(name, cascade, split, qids, texts, depth, budget_ms, repeat=Fals
     row = Row(name, depth, [r.timings_ms["rerank"] for r in runs], sum(scored), ndcg, note)
     print(json.dumps(row.summary()), flush=True)
     return row, runs
-
-
-def kind(ce) -> str:
-    """What a cross-encoder or bi-encoder computes in, as the tables name it: int8 (OpenVINO), bf16 or fp32."""
-    from cascade.models.runtime import precision_of
-
-    return "int8" if ce.backend == "openvino" else precision_of(ce.dtype)
 
 
 def encode_rates(cascade, n: int = 1024) -> list[dict]:

@@ -66,9 +66,9 @@ class CrossEncoder(Reranker):
     Pairs are tokenised once and each is padded to its own length rounded up (`cascade.models.runtime`), so a
     pair scores the same alone or micro-batched with others (to 2.3e-7 eager, exactly fused); inference runs under
     `torch.inference_mode()`. `backend` runs the model eager ("torch"), traced and fused by oneDNN Graph
-    ("fused", 1.47x on 30 pairs on the AMX CPU) or as OpenVINO int8 ("openvino", where bf16 does not pay); "auto"
+    ("fused", 1.47x on 30 pairs on the AMX CPU) or as OpenVINO int8 ("openvino", on CPUs without AMX); "auto"
     measures them once per machine (`cascade.models.backends`).
-    The weights are cast to the compute dtype (bf16 on AMX CPUs and CUDA; the one-logit head stays fp32):
+    The weights are cast to the compute dtype (bf16 where it pays: AMX, Zen 4, CUDA; the one-logit head stays fp32):
     on this 2-core CPU that is 1.2x faster than fp32 weights under autocast, with the same scores to 3
     decimals. A warm-up batch at load keeps one-off kernel setup out of the first query's latency and
     seeds the cost estimate budgets plan with. `predict`/`rank` apply the model's activation as

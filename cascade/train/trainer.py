@@ -1,7 +1,7 @@
 """Fine-tune a cross-encoder on relevance labels with hard negatives; keep the checkpoint best on dev.
 
 Seeded and resumable: every evaluation writes `checkpoint.pt` (model, optimizer, schedule, RNG, best
-weights) atomically, and `resume=True` continues from it. bf16 autocast on AMX CPUs and CUDA.
+weights) atomically, and `resume=True` continues from it. bf16 autocast where it pays (AMX, Zen 4) and on CUDA.
 """
 
 from __future__ import annotations
