@@ -18,7 +18,7 @@ units: `cascade.models.verdicts.precision_verdict`), and eager in fp32 and in bf
 pick; OpenVINO int8 where the openvino extra is installed; and the bi-encoder's passages/s. OpenVINO's
 oneDNN is capped too, but a release build does not cap OpenVINO's own kernels (attention, element-wise:
 `OV_CPU_MAX_ISA` is a debug-build switch), so its rows below native flatter it somewhat.
-Writes benchmarks/results/isa-levels.{json,md} and the README table.
+Writes benchmarks/results/NAME.{json,md} (default isa-levels) and the README table of that name.
 """
 
 from __future__ import annotations
