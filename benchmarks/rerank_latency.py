@@ -1,6 +1,7 @@
-"""Rerank latency and quality, side by side, in one run: writes benchmarks/results/rerank-latency.{json,md}.
+"""Rerank latency and quality, side by side, in one run: writes benchmarks/results/NAME.{json,md}.
 
     python benchmarks/rerank_latency.py [--data ../shared/data/beir/scifact] [--queries 100] [--extra DIR ...]
+        [--name rerank-latency]
 
 On the same hybrid top-D candidates of the first N SciFact test queries (D = 30 and 100), it times:
   * the baseline: sentence-transformers CrossEncoder.predict(pairs, batch_size=32), fp32, max_length 512,
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import DATA, kind, machine, publish
+from _common import DATA, kind, machine, name_option, publish
 
 
 @dataclass
@@ -158,6 +159,7 @@ def main() -> None:
                              "default reranker)")
     parser.add_argument("--extra", nargs="*", default=["cascade-reranker"],
                         help="more cross-encoders to time at the default settings (default: the bundled teacher)")
+    name_option(parser, "rerank-latency")
     args = parser.parse_args()
 
     from sentence_transformers import CrossEncoder as STCrossEncoder
@@ -277,7 +279,7 @@ def main() -> None:
         "encoding": encoding,
     }
     table = render(report)
-    publish("rerank-latency", report, table, marker="rerank-latency")
+    publish(args.name, report, table, marker=args.name)
     print(table)
 
 
