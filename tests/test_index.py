@@ -69,8 +69,7 @@ def test_an_encoder_that_gives_nan_is_refused_before_anything_is_stored(tmp_path
     from cascade.models.bi_encoder import Encoder
     from cascade.models.hub import DEFAULT_ENCODER
 
-    # eager: a faster backend may come from an export cached for these weights' files, made before they went bad
-    broken = Encoder(DEFAULT_ENCODER, backend="torch")
+    broken = Encoder(DEFAULT_ENCODER)
     with torch.no_grad():
         broken.model.embeddings.word_embeddings.weight[:] = float("nan")  # weights gone bad (a bad cast, a bad file)
     with pytest.raises(CascadeError, match="gave NaN or infinite vectors for 6 of 6 texts"):
