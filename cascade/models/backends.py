@@ -125,24 +125,14 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-Ranked = Callable[[dict, torch.Tensor], np.ndarray]  # (features, output) -> what a caller ranks by
-
-
-def flat(features: dict, output: torch.Tensor) -> np.ndarray:
-    """A cross-encoder's logits, as they are: the scores it ranks by."""
-    return output.float().reshape(-1).numpy()
-
-
 @torch.inference_mode()
-def probe(plain: Forward, fast: dict[str, Forward], timing: list[dict], pairs: list[dict],
-          ranked: Ranked = flat) -> Verdict:
-    """Time each of `fast` against `plain` on `timing` (the batches a real call makes), compare what `ranked`
-    makes of their outputs on `pairs` (batches of real text), and choose the fastest that is MIN_GAIN faster
-    and ranks as eager does."""
-    reference = np.concatenate([ranked(f, plain(f)) for f in pairs])
+def probe(plain: Forward, fast: dict[str, Forward], timing: list[dict], pairs: list[dict]) -> Verdict:
+    """Time each of `fast` against `plain` on `timing` (the batches a real call makes), compare their scores on
+    `pairs` (batches of real text), and choose the fastest that is MIN_GAIN faster and ranks as eager does."""
+    reference = np.concatenate([plain(f).float().reshape(-1).numpy() for f in pairs])
     found = {}
     for name, forward in fast.items():
-        scores = np.concatenate([ranked(f, forward(f)) for f in pairs])
+        scores = np.concatenate([forward(f).float().reshape(-1).numpy() for f in pairs])
         agreement = _spearman(reference, scores) if len(scores) > 1 else 1.0
         found[name] = (round(speedup(plain, forward, timing), 2), round(agreement, 4))
     why = "; ".join(f"{name} {gain}x eager, Spearman {agreement}" for name, (gain, agreement) in found.items())
@@ -184,13 +174,11 @@ def tried(model: torch.nn.Module, precision: str = "auto") -> tuple[str, ...]:
 
 def select(backend: str, signature: str, model: torch.nn.Module, plain: Forward, example: dict,
            timing: Callable[[], list[dict]], probes: Callable[[], list[dict]],
-           output: str = "logits", precision: str = "auto", ranked: Ranked = flat
-           ) -> tuple[Forward, str, Verdict | None]:
+           output: str = "logits", precision: str = "auto") -> tuple[Forward, str, Verdict | None]:
     """(forward, backend name, verdict) for `model`, whose eager forward is `plain`: "torch" keeps it, "fused"
     traces it on `example`, "openvino" quantises it to int8 on `probes()` (batches of real text); "auto"
     follows the verdict cached for this machine and `signature`, else measures what `tried` lists for the
-    `precision` asked for (`timing()`: the batches one real call makes; `ranked`: what agreement is judged on)
-    and caches what it found."""
+    `precision` asked for (`timing()`: the batches one real call makes) and caches what it found."""
     backend = requested(backend)
     if backend == "torch":
         return plain, "torch", None
@@ -206,7 +194,7 @@ def select(backend: str, signature: str, model: torch.nn.Module, plain: Forward,
                 built[name] = build(name, signature, model, example, probes, output)
             except CascadeError as e:
                 failed.append(str(e))
-        verdict = probe(plain, built, timing(), probes(), ranked) if built else Verdict("torch", why="; ".join(failed))
+        verdict = probe(plain, built, timing(), probes()) if built else Verdict("torch", why="; ".join(failed))
         verdict.tried = candidates
         remember(key, verdict)
         forward = built.get(verdict.choice, plain)

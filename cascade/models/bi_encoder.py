@@ -73,7 +73,7 @@ class Encoder:
                 self.backend, signature, model, plain, self._padded(["warm up " * self.max_length, "short"]),
                 timing=lambda: [self._padded(["warm up " * self.max_length] * 16)],
                 probes=lambda: [self._padded(texts[i : i + 16]) for i in range(0, len(texts), 16)],
-                output="last_hidden_state", precision=self.precision, ranked=self._similarities)
+                output="last_hidden_state", precision=self.precision)
         return self._passage_forward
 
     def settled(self) -> dict:
@@ -82,23 +82,6 @@ class Encoder:
         self.passage_forward()
         return {"model": self.model_id, "precision": precision_of(self.dtype), "backend": self.backend,
                 "max_length": self.max_length}
-
-    def _vectors(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Unit-norm vectors pooled from the last hidden states, as the sentence-transformers model pools."""
-        hidden = hidden.float()
-        if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            weights = mask.unsqueeze(-1).float()
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, dim=-1).cpu()
-
-    def _similarities(self, features: dict, hidden: torch.Tensor) -> np.ndarray:
-        """The cosines between a probe batch's texts: what dense search ranks by. Backends are judged on these,
-        not on raw hidden states, whose padding positions int8 moves freely (Spearman 0.94 on a real Zen 4
-        where these cosines agreed at 0.999)."""
-        vectors = self._vectors(hidden, features["attention_mask"])
-        return (vectors @ vectors.T)[tuple(torch.triu_indices(len(vectors), len(vectors), 1))].numpy()
 
     def _padded(self, texts: list[str]) -> dict:
         """`texts` as one batch of tensors padded to the longest (for probes, not encoding)."""
@@ -133,8 +116,13 @@ class Encoder:
         for batch in length_sorted_batches([len(i) for i in ids], batch_size):
             for positions, features in padded_groups(self.tokenizer, enc, batch, self.device, self.max_length,
                                                         dtype):
-                hidden = forward(dict(features))[: len(positions)]
-                out[batch[positions]] = self._vectors(hidden, features["attention_mask"][: len(positions)]).numpy()
+                hidden = forward(dict(features))[: len(positions)].float()
+                if self.pooling == "cls":
+                    pooled = hidden[:, 0]
+                else:
+                    mask = features["attention_mask"][: len(positions)].unsqueeze(-1).float()
+                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out[batch[positions]] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
             bar.update(len(batch))
             if on_batch is not None:
                 on_batch(len(batch))
